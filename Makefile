@@ -1,0 +1,41 @@
+# medmix — `make demo` and `make test` each set themselves up on a fresh machine.
+#
+# Without an NVIDIA GPU the install is pinned to the CPU torch build (constraints/cpu.txt);
+# with one, pip resolves a CUDA torch as usual.
+
+VENV     ?= .venv
+PYTHON   ?= python3
+PY       := $(VENV)/bin/python
+PIP      := $(PY) -m pip
+HAS_GPU  := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+CONSTRAINTS := $(if $(HAS_GPU),,-c constraints/cpu.txt)
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-gpu clean help
+
+help:
+	@echo "make demo   set up .venv, build the bundled suite, run the main job end to end"
+	@echo "make test   set up .venv and run the whole test suite"
+	@echo "make clean  remove demo outputs (medmix-data, medmix-runs)"
+
+$(VENV)/.installed: pyproject.toml constraints/cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel
+	$(PIP) install -q $(CONSTRAINTS) -e ".[test]"
+	@touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/medmix demo
+
+# pytest exits 5 when it collects nothing: that is a failure here, not a pass.
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+test-gpu: setup
+	$(PY) -m pytest -m gpu tests/gpu
+
+clean:
+	rm -rf medmix-data medmix-runs

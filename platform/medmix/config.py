@@ -1,0 +1,366 @@
+"""Typed configuration: dataclass configs, TOML presets, `--set a.b=c` overrides, validation.
+
+Every component declares its own `@dataclass XConfig` beside the code it builds; this module
+only composes them into `MedmixConfig` and knows how to load, override, validate and print.
+Precedence: dataclass defaults < preset TOML (which may `extends` another preset) < `--set`.
+
+    cfg = load_config("debug", overrides=["train.steps=20", "mixture.mode=random"])
+    print(to_toml(cfg))      # what `--dry-run` shows
+
+All validation happens here, before any work starts: an unknown key, a wrong type or an
+out-of-range value raises `ConfigError` naming the full key path (`train.lr`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+PRESET_DIR = "presets"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, always naming the key path and what would be valid."""
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = None,
+           ge: float | None = None, gt: float | None = None, le: float | None = None,
+           lt: float | None = None, choices: tuple | None = None) -> Any:
+    """A config field with its one-line meaning and the range of valid values."""
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --- the root config ---------------------------------------------------------------------
+
+# Sections of the root config: key -> "module:Class". A component adds its line here.
+SECTIONS: dict[str, str] = {
+    "data": "medmix.data.store:StoreConfig",
+    "synth": "medmix.data.synth.config:SynthConfig",
+    "tokenizer": "medmix.data.tokenizer:TokenizerConfig",
+    "mixture": "medmix.data.mixture_config:MixtureConfig",
+    "stream": "medmix.data.stream_config:StreamConfig",
+    "model": "medmix.model.config:ModelConfig",
+    "train": "medmix.train.config:TrainConfig",
+    "lineage": "medmix.lineage.config:TrackerConfig",
+    "debug": "medmix.train.config:DebugConfig",
+}
+
+
+def _sections() -> dict[str, type]:
+    """Component configs, imported lazily so `medmix --help` stays fast."""
+    import importlib
+    out = {}
+    for key, target in SECTIONS.items():
+        module, _, name = target.partition(":")
+        out[key] = getattr(importlib.import_module(module), name)
+    return out
+
+
+def root_config_class() -> type:
+    """Build (once) the `MedmixConfig` dataclass out of the component configs."""
+    global _ROOT
+    if _ROOT is None:
+        fields = [
+            ("name", str, option("medmix", "run name: MLflow run and Ray Train run directory")),
+            ("seed", int, option(0, "global seed: data plan, model init, sampling", ge=0)),
+        ]
+        for key, cls in _sections().items():
+            fields.append((key, cls, field(default_factory=cls,
+                                           metadata={"help": (cls.__doc__ or "").strip().splitlines()[0]})))
+        _ROOT = dataclasses.make_dataclass("MedmixConfig", fields)
+        _ROOT.__doc__ = "The whole resolved configuration of one medmix job."
+    return _ROOT
+
+
+_ROOT: type | None = None
+
+
+def default_config() -> Any:
+    return root_config_class()()
+
+
+# --- presets -----------------------------------------------------------------------------
+
+def list_presets() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("medmix").joinpath(PRESET_DIR).iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def read_preset(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict:
+    """Return the preset as a nested dict, with `extends` chains merged (child wins)."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"preset file {path} does not exist")
+        text, where = path.read_text(), str(path)
+    else:
+        res = resources.files("medmix").joinpath(PRESET_DIR, f"{name_or_path}.toml")
+        if not res.is_file():
+            raise ConfigError(f"unknown preset {name_or_path!r}; shipped presets: "
+                              f"{', '.join(list_presets())} (or give a path to a .toml file)")
+        text, where = res.read_text(), f"preset {name_or_path}"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: invalid TOML: {exc}") from exc
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if parent in _seen:
+        raise ConfigError(f"{where}: `extends` cycle through {parent!r}")
+    return deep_merge(read_preset(parent, _seen + (name_or_path,)), data)
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not _is_map_field(key):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _is_map_field(key: str) -> bool:
+    # free-form maps (task -> weight) are replaced whole, not merged key by key
+    return key in {"weights", "floors", "caps"}
+
+
+# --- overrides ---------------------------------------------------------------------------
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=c` -> (["a", "b"], value); the value is TOML if it parses, else a bare string."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = json.loads(json.dumps(data))  # deep copy of plain TOML data
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+        node[path[-1]] = value
+    return data
+
+
+# --- building and validating -------------------------------------------------------------
+
+def load_config(preset: str | None = "debug", overrides: list[str] | None = None) -> Any:
+    """defaults < preset < overrides, validated; raises ConfigError naming the key path."""
+    data = read_preset(preset) if preset else {}
+    data = apply_overrides(data, overrides or [])
+    cfg = from_dict(root_config_class(), data, "")
+    validate(cfg)
+    return cfg
+
+
+def from_dict(cls: type, data: dict, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]}; valid keys in "
+                          f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            if type(None) in typing.get_args(tp):
+                return None
+        errors = []
+        for arg in args:
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, item = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a table, got {value!r}")
+        return {str(k): _coerce(item, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    if tp is Any:
+        return value
+    raise ConfigError(f"{key}: unsupported config type {tp}")
+
+
+def validate(cfg: Any, prefix: str = "") -> None:
+    """Check every field's range/choices, then the component's own `validate()` if it has one."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = prefix + f.name
+        if dataclasses.is_dataclass(value):
+            validate(value, key + ".")
+            continue
+        meta = f.metadata
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if v is None:
+                continue
+            if meta.get("choices") and v not in meta["choices"]:
+                raise ConfigError(f"{key} = {v!r} is not one of {', '.join(map(str, meta['choices']))}")
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                for bound, ok, word in (("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
+                                        ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):
+                    limit = meta.get(bound)
+                    if limit is not None and not ok(v, limit):
+                        raise ConfigError(f"{key} = {v!r} is out of range: must be {word} {limit}")
+    check = getattr(cfg, "validate", None)
+    if callable(check):
+        try:
+            check()
+        except ConfigError as exc:
+            msg = str(exc)
+            raise ConfigError(msg if msg.startswith(prefix) or not prefix else f"{prefix.rstrip('.')}: {msg}") from None
+
+
+# --- printing ----------------------------------------------------------------------------
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def flatten(cfg: Any) -> dict[str, Any]:
+    """`{"train.lr": 3e-4, ...}` — what MLflow records as params."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict) and key not in ("weights", "floors", "caps"):
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[prefix + key] = value
+    walk(to_dict(cfg), "")
+    return out
+
+
+def to_toml(cfg: Any) -> str:
+    """The resolved config as TOML, each field preceded by its one-line meaning."""
+    lines: list[str] = [f"# {type(cfg).__doc__}"]
+    top, sections = [], []
+    for f in dataclasses.fields(cfg):
+        (sections if dataclasses.is_dataclass(getattr(cfg, f.name)) else top).append(f)
+    for f in top:
+        lines += _toml_field(f, getattr(cfg, f.name))
+    for f in sections:
+        _toml_section(getattr(cfg, f.name), f.name, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_section(node: Any, name: str, lines: list[str]) -> None:
+    lines += ["", f"[{name}]"]
+    doc = (type(node).__doc__ or "").strip().splitlines()
+    if doc:
+        lines.append(f"# {doc[0]}")
+    nested = []
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            nested.append(f)
+        elif isinstance(value, dict):
+            nested.append(f)
+        else:
+            lines += _toml_field(f, value)
+    for f in nested:
+        value = getattr(node, f.name)
+        if isinstance(value, dict):
+            lines += ["", f"[{name}.{f.name}]"]
+            if f.metadata.get("help"):
+                lines.append(f"# {f.metadata['help']}")
+            for k, v in value.items():
+                lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+        else:
+            _toml_section(value, f"{name}.{f.name}", lines)
+
+
+def _toml_field(f: dataclasses.Field, value: Any) -> list[str]:
+    out = [f"# {f.metadata['help']}"] if f.metadata.get("help") else []
+    if value is None:
+        return out + [f"# {f.name} = (unset)"]
+    return out + [f"{f.name} = {_toml_value(value)}"]
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise ConfigError(f"cannot write {value!r} as TOML")
+
+
+def config_from_toml_text(text: str) -> Any:
+    """Rebuild a config from what `to_toml` wrote (checkpoints store it in medmix.json)."""
+    cfg = from_dict(root_config_class(), tomllib.loads(text), "")
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict) -> Any:
+    cfg = from_dict(root_config_class(), data, "")
+    validate(cfg)
+    return cfg

@@ -1,0 +1,97 @@
+"""Image preprocessing shared by ingest, the synthetic suite, the stream and serving.
+
+One function decides what a model sees: `square_resize` pads to a square keeping the aspect
+ratio (the paper's rule), resizes to the configured side and makes grayscale 3-channel.
+Ingest stores what it returns; the stream and the server call it again at the model's size,
+so a training row and an HTTP request produce identical pixels.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+# ImageNet statistics: what timm ViTs are trained with
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+class ImageDecodeError(ValueError):
+    """Bytes that are not a decodable image; the caller adds file/row context."""
+
+
+def to_uint8_rgb(array: np.ndarray) -> np.ndarray:
+    """HxW or HxWxC (C in 1, 3, 4) of any numeric dtype -> HxWx3 uint8."""
+    a = np.asarray(array)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ImageDecodeError(f"image array has shape {a.shape}; expected HxW or HxWx(1|3|4)")
+    if a.dtype != np.uint8:
+        a = a.astype(np.float32)
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255.0
+        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.shape[2] == 4:
+        a = a[..., :3]
+    return np.ascontiguousarray(a)
+
+
+def square_resize(image: Image.Image | np.ndarray, size: int, fill: int = 0) -> np.ndarray:
+    """Pad to a square (centred, keeping aspect ratio), resize to size x size, RGB uint8."""
+    arr = to_uint8_rgb(np.asarray(image) if isinstance(image, Image.Image) else image)
+    h, w = arr.shape[:2]
+    side = max(h, w)
+    canvas = np.full((side, side, 3), fill, dtype=np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[top:top + h, left:left + w] = arr
+    if side == size:
+        return canvas
+    resample = Image.Resampling.BILINEAR if side < size else Image.Resampling.BOX
+    return np.asarray(Image.fromarray(canvas).resize((size, size), resample))
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8_rgb(array) if array.ndim == 3 and array.shape[2] != 3 else array).save(
+        buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_image(data: bytes, fmt: str | None = None) -> np.ndarray:
+    """Encoded bytes (png, jpeg, npy) -> HxWx3 uint8. Raises ImageDecodeError."""
+    if not data:
+        raise ImageDecodeError("empty image bytes")
+    try:
+        if fmt == "npy" or data[:6] == b"\x93NUMPY":
+            return to_uint8_rgb(np.load(io.BytesIO(data), allow_pickle=False))
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            if im.mode not in ("RGB", "L"):
+                im = im.convert("RGB")
+            return to_uint8_rgb(np.asarray(im))
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad bytes
+        raise ImageDecodeError(f"cannot decode {fmt or 'image'} bytes ({len(data)} bytes): {exc}") from exc
+
+
+def to_model_input(array: np.ndarray, size: int) -> np.ndarray:
+    """HxWx3 uint8 -> 3xSxS float32, padded/resized and normalised with ImageNet stats."""
+    sq = square_resize(array, size).astype(np.float32) / 255.0
+    return np.ascontiguousarray(((sq - MEAN) / STD).transpose(2, 0, 1))
+
+
+def blank_like(size: int) -> np.ndarray:
+    """The model input of an all-black image (evaluation's 'images removed' control)."""
+    return to_model_input(np.zeros((size, size, 3), dtype=np.uint8), size)

@@ -1,0 +1,341 @@
+"""The shard store: immutable Parquet part files per task/split and a manifest that lists them.
+
+Layout: `<root>/<task>/<split>/part-NNNNN.parquet` and `<root>/manifest.json`. Writers go
+through a transaction: part files are written to a temporary name and renamed into place,
+and the manifest is replaced atomically only when the whole transaction succeeds. If anything
+fails, the new part files are deleted and the store is exactly as it was — a reader never sees
+a shard that the manifest does not list.
+
+    store = ShardStore("medmix-data")
+    with store.transaction(source={"kind": "dicom", "path": "scans/"}) as tx:
+        tx.add(example)            # many times
+    store.verify()                 # sha256 + row count of every listed shard
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medmix.config import option
+from medmix.data.schema import SCHEMA, SCHEMA_VERSION, Example, RowError, check_example
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class StoreConfig:
+    """Where the shard store lives and how its part files are cut."""
+
+    root: str = option("medmix-data", "shard store directory (local path)")
+    max_rows_per_shard: int = option(2048, "rows per Parquet part file before a new one starts", ge=1)
+    max_bytes_per_shard: int = option(64 * 2**20, "approximate bytes per part file", ge=1024)
+    row_group_rows: int = option(128, "rows per Parquet row group (the unit random reads decode)", ge=1)
+    image_size: int = option(224, "side of the square images models see, in pixels", ge=16, le=4096)
+
+
+class StoreError(RuntimeError):
+    """The store is missing, damaged or inconsistent; the message names the file."""
+
+
+@dataclass
+class ShardInfo:
+    path: str          # relative to the store root
+    task: str
+    split: str
+    rows: int
+    sha256: str
+    bytes: int
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ShardStore:
+    """A directory of Parquet shards and the manifest that is the truth about them."""
+
+    def __init__(self, root: str | os.PathLike, config: StoreConfig | None = None):
+        self.root = Path(root)
+        self.config = config or StoreConfig(root=str(root))
+
+    # -- reading the manifest --------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def manifest(self) -> dict:
+        if not self.exists():
+            raise StoreError(f"no shard store at {self.root}: {self.manifest_path} is missing "
+                             f"(build one with `medmix synth` or `medmix ingest`)")
+        try:
+            data = json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"{self.manifest_path}: not valid JSON ({exc})") from exc
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(f"{self.manifest_path}: schema_version {data.get('schema_version')} "
+                             f"is not {SCHEMA_VERSION}, the version this medmix reads")
+        return data
+
+    def shards(self, task: str | None = None, split: str | None = None) -> list[ShardInfo]:
+        out = [ShardInfo(**s) for s in self.manifest()["shards"]]
+        return [s for s in out if (task is None or s.task == task) and (split is None or s.split == split)]
+
+    def digest(self) -> str:
+        return self.manifest()["digest"]
+
+    def task_digest(self, task: str) -> str:
+        """Digest of one task's shards: what lineage records as that task's dataset."""
+        return _digest([s for s in self.shards(task=task)])
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = defaultdict(dict)
+        for s in self.shards():
+            out[s.task][s.split] = out[s.task].get(s.split, 0) + s.rows
+        return dict(out)
+
+    def tasks(self) -> list[str]:
+        return sorted({s.task for s in self.shards()})
+
+    def path(self, shard: ShardInfo | str) -> Path:
+        return self.root / (shard.path if isinstance(shard, ShardInfo) else shard)
+
+    def read_table(self, task: str, split: str, columns: list[str] | None = None) -> pa.Table:
+        tables = [pq.read_table(self.path(s), columns=columns) for s in self.shards(task, split)]
+        if not tables:
+            return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
+        return pa.concat_tables(tables)
+
+    def iter_examples(self, task: str | None = None, split: str | None = None) -> Iterator[Example]:
+        for s in self.shards(task, split):
+            for row in pq.read_table(self.path(s)).to_pylist():
+                yield Example.from_row(row)
+
+    # -- checking --------------------------------------------------------------------------
+    def verify(self, progress: bool = False) -> list[str]:
+        """Return one problem per damaged shard (missing, truncated, modified); [] if healthy."""
+        problems = []
+        shards = self.shards()
+        it = shards
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(shards, desc="verify shards", unit="shard")
+        for s in it:
+            p = self.path(s)
+            if not p.is_file():
+                problems.append(f"{p}: missing (listed in the manifest with {s.rows} rows)")
+                continue
+            size = p.stat().st_size
+            if size != s.bytes:
+                problems.append(f"{p}: size {size} bytes, manifest says {s.bytes} "
+                                f"({'truncated' if size < s.bytes else 'grown'})")
+                continue
+            if sha256_file(p) != s.sha256:
+                problems.append(f"{p}: sha256 differs from the manifest (modified after writing)")
+                continue
+            try:
+                rows = pq.ParquetFile(p).metadata.num_rows
+            except Exception as exc:  # noqa: BLE001 - any Parquet decode failure is a damaged shard
+                problems.append(f"{p}: unreadable Parquet ({exc})")
+                continue
+            if rows != s.rows:
+                problems.append(f"{p}: {rows} rows, manifest says {s.rows}")
+        return problems
+
+    # -- writing ---------------------------------------------------------------------------
+    def transaction(self, source: dict | None = None, known_tasks: set[str] | None = None,
+                    replace_tasks: set[str] | None = None) -> "Transaction":
+        """Open a write transaction. `replace_tasks` drops those tasks' old shards on commit."""
+        return Transaction(self, source=source, known_tasks=known_tasks, replace_tasks=replace_tasks)
+
+    def existing_ids(self, task: str) -> set[str]:
+        ids: set[str] = set()
+        for s in self.shards(task=task) if self.exists() else []:
+            ids.update(pq.read_table(self.path(s), columns=["example_id"]).column(0).to_pylist())
+        return ids
+
+
+def _digest(shards: list[ShardInfo]) -> str:
+    h = hashlib.sha256()
+    for s in sorted(shards, key=lambda s: s.path):
+        h.update(f"{s.path}\t{s.rows}\t{s.sha256}\n".encode())
+    return h.hexdigest()
+
+
+class Transaction:
+    """Buffers rows per (task, split), writes bounded part files, publishes on commit."""
+
+    def __init__(self, store: ShardStore, source: dict | None, known_tasks: set[str] | None,
+                 replace_tasks: set[str] | None):
+        self.store = store
+        self.source = source
+        self.known_tasks = known_tasks
+        self.replace_tasks = set(replace_tasks or ())
+        self._buffers: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        self._buffer_bytes: dict[tuple[str, str], int] = defaultdict(int)
+        self._written: list[ShardInfo] = []
+        self._ids: dict[str, set[str]] = {}
+        self._next_part: dict[tuple[str, str], int] = {}
+        self.rows_added = 0
+
+    def __enter__(self) -> "Transaction":
+        self.store.root.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+
+    def add(self, ex: Example) -> None:
+        check_example(ex, self.known_tasks)
+        ids = self._ids.get(ex.task)
+        if ids is None:
+            ids = set() if ex.task in self.replace_tasks else self.store.existing_ids(ex.task)
+            self._ids[ex.task] = ids
+        if ex.example_id in ids:
+            raise RowError(f"{ex.source}: duplicate example_id {ex.example_id!r} in task {ex.task} "
+                           f"(ids must be unique within a task; the store already holds it)")
+        ids.add(ex.example_id)
+        key = (ex.task, ex.split)
+        row = ex.to_row()
+        self._buffers[key].append(row)
+        self._buffer_bytes[key] += sum(len(b) for b in row["images"]) + len(row["context"]) + len(row["target"])
+        self.rows_added += 1
+        cfg = self.store.config
+        if (len(self._buffers[key]) >= cfg.max_rows_per_shard
+                or self._buffer_bytes[key] >= cfg.max_bytes_per_shard):
+            self._flush(key)
+
+    def _part_index(self, key: tuple[str, str]) -> int:
+        if key not in self._next_part:
+            folder = self.store.root / key[0] / key[1]
+            taken = [int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet")] if folder.exists() else []
+            self._next_part[key] = max(taken, default=-1) + 1
+        idx = self._next_part[key]
+        self._next_part[key] += 1
+        return idx
+
+    def _flush(self, key: tuple[str, str]) -> None:
+        rows = self._buffers.pop(key, [])
+        self._buffer_bytes.pop(key, None)
+        if not rows:
+            return
+        task, split = key
+        folder = self.store.root / task / split
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"part-{self._part_index(key):05d}.parquet"
+        tmp = folder / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+        table = pa.Table.from_pylist(rows, schema=SCHEMA)
+        try:
+            pq.write_table(table, tmp, row_group_size=self.store.config.row_group_rows,
+                           compression="zstd", write_statistics=["task", "split", "example_id"])
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        rel = final.relative_to(self.store.root).as_posix()
+        self._written.append(ShardInfo(path=rel, task=task, split=split, rows=len(rows),
+                                       sha256=sha256_file(final), bytes=final.stat().st_size))
+
+    def commit(self) -> list[ShardInfo]:
+        for key in list(self._buffers):
+            self._flush(key)
+        old = self.store.manifest() if self.store.exists() else {"shards": [], "sources": []}
+        dropped = [s for s in old["shards"] if s["task"] in self.replace_tasks]
+        shards = [s for s in old["shards"] if s["task"] not in self.replace_tasks]
+        shards += [s.to_json() for s in self._written]
+        sources = [src for src in old.get("sources", []) if src.get("task") not in self.replace_tasks
+                   or not self.replace_tasks]
+        if self.source is not None:
+            sources.append({**self.source, "rows": self.rows_added,
+                            "shards": [s.path for s in self._written],
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "shards": sorted(shards, key=lambda s: s["path"]),
+            "sources": sources,
+            "digest": _digest([ShardInfo(**s) for s in shards]),
+        }
+        _atomic_write_text(self.store.manifest_path, json.dumps(manifest, indent=1))
+        for s in dropped:  # only after the new manifest no longer lists them
+            p = self.store.path(s["path"])
+            if p.exists() and s["path"] not in {w.path for w in self._written}:
+                p.unlink()
+        return self._written
+
+    def rollback(self) -> None:
+        """Delete every part file this transaction wrote; the manifest was never touched."""
+        for s in self._written:
+            p = self.store.path(s.path)
+            if p.exists():
+                p.unlink()
+        self._written.clear()
+        self._buffers.clear()
+
+
+def read_rows(store_root: str | os.PathLike, shard_path: str, rows: list[int]) -> list[dict[str, Any]]:
+    """Read chosen rows of one shard, decoding only the row groups that hold them."""
+    path = Path(store_root) / shard_path
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # noqa: BLE001
+        raise StoreError(f"{path}: cannot open Parquet shard ({exc})") from exc
+    bounds, start = [], 0
+    for i in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(i).num_rows
+        bounds.append((start, start + n))
+        start += n
+    out: dict[int, dict] = {}
+    wanted = sorted(set(rows))
+    gi = 0
+    for g, (lo, hi) in enumerate(bounds):
+        need = [r for r in wanted if lo <= r < hi]
+        if not need:
+            continue
+        try:
+            table = pf.read_row_group(g).to_pylist()
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(f"{path}: row group {g} (rows {lo}-{hi - 1}) is unreadable: {exc}; "
+                             f"row {need[0]} cannot be read") from exc
+        for r in need:
+            out[r] = table[r - lo]
+        gi += 1
+    missing = [r for r in rows if r not in out]
+    if missing:
+        raise StoreError(f"{path}: row {missing[0]} is past the end of the shard ({start} rows)")
+    return [out[r] for r in rows]
+
+
+def check_row_error(exc: Exception) -> bool:
+    return isinstance(exc, (RowError, StoreError))

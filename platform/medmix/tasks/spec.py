@@ -1,0 +1,115 @@
+"""`TaskSpec`: everything medmix needs to know about one task, and the registry that holds them.
+
+A user adds a task with one `register(TaskSpec(...))` and one ingest source; the stream,
+the trainer, evaluation and serving all read the spec, never a task name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MODALITIES = ("text", "cxr", "derm", "mammo", "path", "radiology", "genomics", "polygenic", "volume")
+KINDS = ("mcq", "qa", "summarize", "report", "vqa", "classify", "variant", "risk")
+# kinds whose answer is one of a closed set of options (scored with `score_options`)
+OPTION_KINDS = ("mcq", "qa", "classify", "variant", "risk")
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    """The text-only one-shot example rendered before every prompt of a task."""
+
+    context: dict[str, Any]
+    target: str
+    num_images: int = 0  # rendered as that many literal `<img>` strings, never as images
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    """Short id used in shards, configs and the API (`derm_pad`)."""
+    title: str
+    """Human name (`PAD-UFES-20 dermatology`)."""
+    modality: str
+    kind: str
+    instruction: str
+    """The task's instruction, the first line of every prompt."""
+    question: str
+    """The question asked when the example's context carries none."""
+    exemplar: Exemplar
+    metrics: tuple[str, ...]
+    mixture_weight: float
+    """Med-PaLM M mixture share in percent (0: evaluation only / not in the paper's mixture)."""
+    context_fields: tuple[tuple[str, str], ...] = ()
+    """(field, label) pairs rendered as `Label: value.` in this order when present."""
+    options: tuple[str, ...] = ()
+    """Fixed answer options (classification); MCQ examples carry theirs in context["options"]."""
+    image_phrase: str = ""
+    """How the prompt introduces the image, e.g. `the {view} view X-ray image`; '' = no image."""
+    image_defaults: dict[str, str] = field(default_factory=dict)
+    """Values for `{placeholders}` of `image_phrase` that an example's context lacks."""
+    multi_image: bool = False
+    """Examples hold a sequence of images (volume slices) rather than exactly one."""
+    source: str = ""
+    """The dataset this task stands for, and the paper's train/test sizes."""
+
+    @property
+    def has_image(self) -> bool:
+        return bool(self.image_phrase)
+
+    @property
+    def has_options(self) -> bool:
+        return self.kind in OPTION_KINDS
+
+    def options_for(self, context: dict[str, Any]) -> tuple[str, ...]:
+        """The answer options of one example: its own (MCQ) or the task's fixed ones."""
+        opts = context.get("options")
+        if opts:
+            return tuple(str(o) for o in opts)
+        return self.options
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"task {self.name}: modality {self.modality!r} not in {MODALITIES}")
+        if self.kind not in KINDS:
+            raise ValueError(f"task {self.name}: kind {self.kind!r} not in {KINDS}")
+        if self.mixture_weight < 0:
+            raise ValueError(f"task {self.name}: mixture_weight must be >= 0")
+
+
+_REGISTRY: dict[str, TaskSpec] = {}
+
+
+class UnknownTaskError(KeyError):
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def register(spec: TaskSpec, *, replace: bool = False) -> TaskSpec:
+    if spec.name in _REGISTRY and not replace:
+        raise ValueError(f"task {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_task(name: str) -> TaskSpec:
+    _ensure_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownTaskError(f"unknown task {name!r}; registered tasks: "
+                               f"{', '.join(sorted(_REGISTRY))}") from None
+
+
+def all_tasks() -> list[TaskSpec]:
+    _ensure_builtin()
+    return list(_REGISTRY.values())
+
+
+def task_names() -> list[str]:
+    return [t.name for t in all_tasks()]
+
+
+def _ensure_builtin() -> None:
+    if not _REGISTRY:
+        import medmix.tasks.builtin  # noqa: F401 - registers the built-in tasks
