@@ -318,7 +318,6 @@ def read_rows(store_root: str | os.PathLike, shard_path: str, rows: list[int]) -
         start += n
     out: dict[int, dict] = {}
     wanted = sorted(set(rows))
-    gi = 0
     for g, (lo, hi) in enumerate(bounds):
         need = [r for r in wanted if lo <= r < hi]
         if not need:
@@ -330,12 +329,7 @@ def read_rows(store_root: str | os.PathLike, shard_path: str, rows: list[int]) -
                              f"row {need[0]} cannot be read") from exc
         for r in need:
             out[r] = table[r - lo]
-        gi += 1
     missing = [r for r in rows if r not in out]
     if missing:
         raise StoreError(f"{path}: row {missing[0]} is past the end of the shard ({start} rows)")
     return [out[r] for r in rows]
-
-
-def check_row_error(exc: Exception) -> bool:
-    return isinstance(exc, (RowError, StoreError))

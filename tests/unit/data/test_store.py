@@ -1,0 +1,122 @@
+"""Shard store: bounded atomic part files, manifest last, verify catches damage, rollback is exact."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from medmix.data.schema import Example, RowError
+from medmix.data.store import ShardStore, StoreConfig, StoreError, read_rows
+
+
+def make(i: int, task: str = "medqa", split: str = "train") -> Example:
+    return Example(example_id=f"{task}-{i:04d}", task=task, split=split,
+                   context={"question": f"q{i}", "options": ["a", "b"]}, target="a", label=0,
+                   source=f"test:{i}")
+
+
+def small_store(tmp_path, rows_per_shard=4) -> ShardStore:
+    return ShardStore(tmp_path / "store", StoreConfig(root=str(tmp_path / "store"),
+                                                      max_rows_per_shard=rows_per_shard, row_group_rows=2))
+
+
+def test_transaction_writes_bounded_shards_and_manifest(tmp_path):
+    store = small_store(tmp_path)
+    with store.transaction(source={"kind": "test", "path": "x"}) as tx:
+        for i in range(10):
+            tx.add(make(i))
+        tx.add(make(99, split="test"))
+    shards = store.shards(task="medqa", split="train")
+    assert [s.rows for s in shards] == [4, 4, 2]
+    assert store.counts() == {"medqa": {"train": 10, "test": 1}}
+    assert pq.ParquetFile(store.path(shards[0])).metadata.num_row_groups == 2
+    assert store.verify() == []
+    rows = read_rows(store.root, shards[1].path, [3, 0])
+    assert [r["example_id"] for r in rows] == ["medqa-0007", "medqa-0004"]
+    assert store.manifest()["sources"][0]["rows"] == 11
+
+
+def test_failed_transaction_leaves_store_exactly_as_it_was(tmp_path):
+    store = small_store(tmp_path)
+    with store.transaction() as tx:
+        for i in range(5):
+            tx.add(make(i))
+    before = store.manifest_path.read_bytes()
+    files_before = sorted(p.relative_to(store.root) for p in store.root.rglob("*") if p.is_file())
+    with pytest.raises(RuntimeError, match="boom"):
+        with store.transaction() as tx:
+            for i in range(100, 111):  # flushes two part files before failing
+                tx.add(make(i))
+            raise RuntimeError("boom")
+    assert store.manifest_path.read_bytes() == before
+    assert sorted(p.relative_to(store.root) for p in store.root.rglob("*") if p.is_file()) == files_before
+
+
+def test_duplicate_ids_rejected_within_and_across_transactions(tmp_path):
+    store = small_store(tmp_path)
+    with store.transaction() as tx:
+        tx.add(make(1))
+    with pytest.raises(RowError, match="duplicate example_id 'medqa-0001'"):
+        with store.transaction() as tx:
+            tx.add(make(1))
+    with pytest.raises(RowError, match="duplicate"):
+        with store.transaction() as tx:
+            tx.add(make(2))
+            tx.add(make(2))
+
+
+def test_unknown_task_and_bad_split_name_the_field(tmp_path):
+    store = small_store(tmp_path)
+    with pytest.raises(RowError, match="field task = 'nope'"):
+        with store.transaction(known_tasks={"medqa"}) as tx:
+            tx.add(make(1, task="nope"))
+    with pytest.raises(RowError, match="field split = 'dev'"):
+        with store.transaction() as tx:
+            tx.add(make(1, split="dev"))
+
+
+@pytest.mark.parametrize("damage, word", [("truncate", "truncated"), ("modify", "sha256"), ("delete", "missing")])
+def test_verify_names_the_damaged_shard(tmp_path, damage, word):
+    store = small_store(tmp_path)
+    with store.transaction() as tx:
+        for i in range(8):
+            tx.add(make(i))
+    victim = store.path(store.shards()[1])
+    data = victim.read_bytes()
+    if damage == "truncate":
+        victim.write_bytes(data[: len(data) // 2])
+    elif damage == "modify":
+        victim.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
+    else:
+        victim.unlink()
+    problems = store.verify()
+    assert len(problems) == 1 and str(victim) in problems[0] and word in problems[0]
+
+
+def test_replace_tasks_swaps_shards_atomically(tmp_path):
+    store = small_store(tmp_path)
+    with store.transaction() as tx:
+        for i in range(6):
+            tx.add(make(i))
+    old = {s.path for s in store.shards()}
+    with store.transaction(replace_tasks={"medqa"}) as tx:
+        for i in range(3):
+            tx.add(make(i))  # same ids are fine: the old rows go away
+    assert store.counts() == {"medqa": {"train": 3}}
+    assert store.verify() == []
+    assert not any(store.path(p).exists() for p in old - {s.path for s in store.shards()})
+
+
+def test_missing_and_damaged_manifest_errors(tmp_path):
+    store = small_store(tmp_path)
+    with pytest.raises(StoreError, match="manifest.json is missing"):
+        store.manifest()
+    store.root.mkdir(parents=True)
+    store.manifest_path.write_text("{not json")
+    with pytest.raises(StoreError, match="not valid JSON"):
+        store.manifest()
+    store.manifest_path.write_text(json.dumps({"schema_version": 99, "shards": []}))
+    with pytest.raises(StoreError, match="schema_version 99"):
+        store.manifest()
