@@ -276,7 +276,7 @@ def to_dict(cfg: Any) -> dict:
 
 
 def flatten(cfg: Any) -> dict[str, Any]:
-    """`{"train.lr": 3e-4, ...}` — what MLflow records as params."""
+    """`{"train.lr": 3e-4, ...}` — what MLflow records as params. Takes a config or its dict."""
     out: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -285,7 +285,7 @@ def flatten(cfg: Any) -> dict[str, Any]:
                 walk(value, f"{prefix}{key}.")
             else:
                 out[prefix + key] = value
-    walk(to_dict(cfg), "")
+    walk(cfg if isinstance(cfg, dict) else to_dict(cfg), "")
     return out
 
 
