@@ -55,10 +55,12 @@ def square_resize(image: Image.Image | np.ndarray, size: int, fill: int = 0) -> 
     return np.asarray(Image.fromarray(canvas).resize((size, size), resample))
 
 
-def encode_png(array: np.ndarray) -> bytes:
+def encode_png(array: np.ndarray, compress_level: int = 6) -> bytes:
+    """HxW (8-bit gray PNG) or HxWxC uint8 -> PNG bytes; `compress_level` 1 encodes ~3x faster
+    than 6 for ~15% more bytes (the synthetic suite's choice)."""
     buf = io.BytesIO()
     Image.fromarray(to_uint8_rgb(array) if array.ndim == 3 and array.shape[2] != 3 else array).save(
-        buf, format="PNG", optimize=False, compress_level=6)
+        buf, format="PNG", optimize=False, compress_level=compress_level)
     return buf.getvalue()
 
 
