@@ -1,1 +1,9 @@
-"""medmix.data.ingest"""
+"""Real-format sources -> the shard store, one module per source kind (`medmix ingest <kind>`).
+
+- `dicom`: DICOM files/folders -> image rows (LUTs, windowing, MONOCHROME1, 8-bit PNG)
+- `image_folder`: PNG/JPEG folder + labels CSV -> image rows (`medmix ingest images`)
+- `qa`: JSONL multiple-choice questions -> MCQ rows
+- `reports`: IU chest X-ray report XML -> findings -> impression rows
+- `common`: `IngestError`, the --on-error policy and quarantine report, hash splits, labels
+  CSVs, the Ray fan-out, and the one-transaction writer every kind goes through
+"""
