@@ -1,16 +1,335 @@
-"""Tokenizer config (the implementation lands with `medmix tokenizer train`)."""
+"""The text tokenizer: a byte-level BPE trained on the store's text, or a decoder's own.
+
+    medmix tokenizer train --preset debug          # -> <store root>/tokenizer/tokenizer.json
+    tok = load_tokenizer(cfg)                      # root config: tokenizer.path, the decoder's, or the store's
+    tok.encode("Q: Is there an effusion? A:")      # plain text -> ids
+
+Training reads the train split of the store, renders every row's prompt (instruction,
+exemplar, example) and target exactly as the model will see them, and learns a byte-level BPE
+with `tokenizers`. The special tokens are `<pad>` `<bos>` `<eos>` `<unk>` `<img>` (ids 0-4).
+
+`<img>` is the image token, but `encode()` never produces it: special-token strings in text
+are encoded as ordinary bytes (`encode_special_tokens`), so a prompt that *mentions* `<img>`
+(the text-only exemplar) or a user who types `<eos>` cannot inject control tokens. Only
+`medmix.data.encode` inserts image ids, at the positions it chooses.
+
+A decoder with its own tokenizer keeps it (`tokenizer.path` = a tokenizer.json, a Hugging
+Face model directory or a .gguf file); `<img>` and `<pad>` are added when missing, and the
+decoder's own BOS/EOS are used.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 from medmix.config import option
+
+PAD, BOS, EOS, UNK, IMG = "<pad>", "<bos>", "<eos>", "<unk>", "<img>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMG)
+TOKENIZER_DIR = "tokenizer"
+TOKENIZER_FILE = "tokenizer.json"
+META_FILE = "tokenizer.meta.json"
+
+# Names other tokenizers give their control tokens, most specific first.
+_BOS_NAMES = (BOS, "<s>", "<|begin_of_text|>", "<|startoftext|>", "[CLS]")
+_EOS_NAMES = (EOS, "</s>", "<|end_of_text|>", "<|endoftext|>", "<|eot_id|>", "<|im_end|>", "[SEP]")
+_PAD_NAMES = (PAD, "<|pad|>", "[PAD]", "<|finetune_right_pad_id|>")
 
 
 @dataclass
 class TokenizerConfig:
     """The text tokenizer: trained BPE on the store's text, or the decoder's own."""
 
-    path: str = option("", "tokenizer.json to use; '' = <store root>/tokenizer/tokenizer.json (trained on the store)")
+    path: str = option("", "tokenizer to use: a tokenizer.json, a model directory or a .gguf (pkg:<package>/<file> "
+                       "allowed); '' = the decoder's own when model.decoder_path is set, else "
+                       "<store root>/tokenizer/tokenizer.json (trained on the store)")
     vocab_size: int = option(4096, "BPE vocabulary size when training on the store's text", ge=64, le=1_000_000)
     min_frequency: int = option(2, "minimum pair frequency for a BPE merge", ge=1)
+
+
+class TokenizerError(ValueError):
+    """A tokenizer that is missing, unreadable or lacks what medmix needs; names the file."""
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class MedmixTokenizer:
+    """A `tokenizers.Tokenizer` plus the ids medmix needs (image, pad, bos, eos).
+
+    `digest` is the sha256 of the tokenizer's canonical JSON (`to_str()`): what checkpoints
+    and lineage record, and what `tokenizer.meta.json` holds for a trained one.
+    """
+
+    def __init__(self, tokenizer, *, bos: str, eos: str, pad: str = PAD, image: str = IMG,
+                 source: str = "<memory>"):
+        from tokenizers import AddedToken
+        special = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
+        missing = [t for t in dict.fromkeys((image, pad, bos, eos)) if t not in special]
+        if missing:
+            # registered as *special* (a token already in the vocabulary keeps its id), so that
+            # decode(skip_special_tokens=True) drops them and encode() leaves their text alone
+            tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
+        self._tok = tokenizer
+        self._names = {"bos": bos, "eos": eos, "pad": pad, "image": image}
+        self.source = source
+        self._setup()
+
+    def _setup(self) -> None:
+        # Not serialised by `tokenizers`: must be set again after every load/unpickle.
+        self._tok.encode_special_tokens = True
+        self._tok.no_padding()
+        self._tok.no_truncation()
+        self.bos_id = self._tok.token_to_id(self._names["bos"])
+        self.eos_id = self._tok.token_to_id(self._names["eos"])
+        self.pad_id = self._tok.token_to_id(self._names["pad"])
+        self.image_token_id = self._tok.token_to_id(self._names["image"])
+        self.digest = _sha256_text(self._tok.to_str())
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "MedmixTokenizer":
+        """A tokenizer.json, a directory holding one (a Hugging Face model), or a .gguf file."""
+        p = Path(path)
+        if p.suffix == ".gguf":
+            return cls._from_gguf(p)
+        if p.is_dir():
+            p = p / TOKENIZER_FILE
+        if not p.is_file():
+            raise TokenizerError(f"{p}: no tokenizer here (train one with `medmix tokenizer train`, "
+                                 f"or set tokenizer.path to a tokenizer.json, model directory or .gguf)")
+        from tokenizers import Tokenizer
+        try:
+            tok = Tokenizer.from_file(str(p))
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on bad JSON
+            raise TokenizerError(f"{p}: not a readable tokenizers JSON file ({exc})") from exc
+        names = _hf_special_names(p.parent)
+        return cls(tok, bos=names.get("bos") or _find(tok, _BOS_NAMES, BOS),
+                   eos=names.get("eos") or _find(tok, _EOS_NAMES, EOS),
+                   pad=_find(tok, _PAD_NAMES, PAD), source=str(p))
+
+    @classmethod
+    def _from_gguf(cls, path: Path) -> "MedmixTokenizer":
+        if not path.is_file():
+            raise TokenizerError(f"{path}: no such GGUF file")
+        from transformers import AutoTokenizer  # only GGUF needs transformers' converter
+        hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+        tok = hf.backend_tokenizer
+        bos = hf.bos_token or _find(tok, _BOS_NAMES, BOS)
+        eos = hf.eos_token or _find(tok, _EOS_NAMES, EOS)
+        return cls(tok, bos=bos, eos=eos, pad=_find(tok, _PAD_NAMES, PAD), source=str(path))
+
+    @classmethod
+    def from_str(cls, text: str, **names: str) -> "MedmixTokenizer":
+        from tokenizers import Tokenizer
+        return cls(Tokenizer.from_str(text), **({"bos": BOS, "eos": EOS} | names))
+
+    # -- pickling: Ray ships the tokenizer to preprocessing tasks --------------------------
+    def __getstate__(self) -> dict:
+        return {"json": self._tok.to_str(), "names": self._names, "source": self.source}
+
+    def __setstate__(self, state: dict) -> None:
+        from tokenizers import Tokenizer
+        self._tok = Tokenizer.from_str(state["json"])
+        self._names = state["names"]
+        self.source = state["source"]
+        self._setup()
+
+    # -- use ---------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        """Plain text -> ids. Special-token strings in `text` stay text; no BOS/EOS added."""
+        if not text:
+            return []
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tok.token_to_id(token)
+
+    def to_str(self) -> str:
+        return self._tok.to_str()
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the canonical JSON atomically; returns its sha256 (== `digest`)."""
+        text = self._tok.to_str()
+        _atomic_write(Path(path), text)
+        return _sha256_text(text)
+
+    def __len__(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def __repr__(self) -> str:
+        return (f"MedmixTokenizer({len(self)} tokens, bos={self.bos_id} eos={self.eos_id} "
+                f"pad={self.pad_id} image={self.image_token_id}, digest={self.digest[:12]}, "
+                f"from {self.source})")
+
+
+def _find(tok, names: tuple[str, ...], default: str) -> str:
+    return next((n for n in names if tok.token_to_id(n) is not None), default)
+
+
+def _hf_special_names(folder: Path) -> dict[str, str]:
+    """bos/eos named by a Hugging Face model directory's tokenizer_config.json, if any."""
+    out: dict[str, str] = {}
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        f = folder / name
+        if not f.is_file():
+            continue
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        for key in ("bos", "eos"):
+            v = data.get(f"{key}_token")
+            v = v.get("content") if isinstance(v, dict) else v
+            if isinstance(v, str) and v and key not in out:
+                out[key] = v
+    return out
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# -- training on the store ---------------------------------------------------------------
+
+def default_path(store_root: str | os.PathLike) -> Path:
+    return Path(store_root) / TOKENIZER_DIR / TOKENIZER_FILE
+
+
+def _parts(cfg, store_root) -> tuple[TokenizerConfig, str, str]:
+    """(tokenizer config, store root, decoder path) from a root config or a TokenizerConfig."""
+    if hasattr(cfg, "tokenizer"):  # the root config
+        model = getattr(cfg, "model", None)
+        return cfg.tokenizer, str(store_root or cfg.data.root), getattr(model, "decoder_path", "") or ""
+    if store_root is None:
+        raise TypeError("load_tokenizer(TokenizerConfig, store_root): the store root is needed")
+    return cfg, str(store_root), ""
+
+
+def resolve_path(cfg, store_root: str | os.PathLike | None = None) -> Path:
+    """Which tokenizer a config means, in this order:
+
+    1. `tokenizer.path` (a tokenizer.json, a model directory or a .gguf; `pkg:` paths allowed);
+    2. the decoder's own tokenizer when `model.decoder_path` names a pretrained decoder;
+    3. the one trained on the store, `<data.root>/tokenizer/tokenizer.json`.
+    """
+    from medmix.model.paths import resolve_local_path  # stdlib only
+    tcfg, root, decoder = _parts(cfg, store_root)
+    if tcfg.path:
+        return resolve_local_path(tcfg.path, what="tokenizer.path", must_exist=False)
+    if decoder:
+        return resolve_local_path(decoder, what="model.decoder_path", must_exist=False)
+    return default_path(root)
+
+
+def load_tokenizer(cfg, store_root: str | os.PathLike | None = None) -> MedmixTokenizer:
+    """The tokenizer a config means (see `resolve_path`).
+
+    Args:
+        cfg: the root config, or a `TokenizerConfig` together with `store_root`.
+    """
+    return MedmixTokenizer.from_file(resolve_path(cfg, store_root))
+
+
+def ensure_tokenizer(cfg, store_root: str | os.PathLike | None = None) -> Path:
+    """Make sure the config's tokenizer exists: train it on the store when that is the one meant.
+
+    A trained tokenizer is reused when it was trained on the same store digest with the same
+    settings (otherwise retrained); a given or decoder-owned one must exist.
+    """
+    from medmix.data.store import ShardStore
+    tcfg, root, decoder = _parts(cfg, store_root)
+    path = resolve_path(cfg, store_root)
+    if tcfg.path or decoder:
+        if not path.exists():
+            key = "tokenizer.path" if tcfg.path else "model.decoder_path"
+            raise TokenizerError(f"{key}: {path} does not exist (a tokenizer.json, a model directory "
+                                 f"or a .gguf file)")
+        return path
+    return train_tokenizer(ShardStore(root), tcfg)
+
+
+def store_texts(store, split: str = "train") -> Iterator[str]:
+    """Every row's rendered prompt + target, as the model sees them, in manifest order."""
+    import pyarrow.parquet as pq
+
+    from medmix.tasks import get_task, render_prompt, render_target
+    for shard in store.shards(split=split):
+        spec = get_task(shard.task)
+        table = pq.read_table(store.path(shard), columns=["context", "target"])
+        for context, target in zip(table.column("context").to_pylist(), table.column("target").to_pylist()):
+            yield render_prompt(spec, json.loads(context)) + render_target(spec, target)
+
+
+def train_tokenizer(store, cfg: TokenizerConfig, out: str | os.PathLike | None = None,
+                    force: bool = False) -> Path:
+    """Train a byte-level BPE on the store's train text; returns the tokenizer.json path.
+
+    Writes `tokenizer.json` and `tokenizer.meta.json` (sha256 of the JSON, the store digest it
+    was trained on, vocab size, row count). If a tokenizer trained on the same store digest with
+    the same settings is already there, it is reused unless `force`.
+
+    Args:
+        store: a `ShardStore` (or its root path).
+        out: where to write tokenizer.json (default `<store root>/tokenizer/tokenizer.json`).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from medmix.data.store import ShardStore
+    if not isinstance(store, ShardStore):
+        store = ShardStore(store)
+    path = Path(out) if out else default_path(store.root)
+    meta_path = path.with_name(META_FILE)
+    store_digest = store.digest()
+    settings = {"vocab_size": cfg.vocab_size, "min_frequency": cfg.min_frequency}
+    if not force and path.is_file() and meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError:
+            meta = {}
+        if (meta.get("store_digest") == store_digest and meta.get("settings") == settings
+                and meta.get("sha256") == hashlib.sha256(path.read_bytes()).hexdigest()):
+            return path
+    rows = sum(s.rows for s in store.shards(split="train"))
+    if rows == 0:
+        raise TokenizerError(f"{store.root}: the store has no train rows to train a tokenizer on "
+                             f"(build the suite with `medmix synth` or ingest data first)")
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+                                  special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    start = time.time()
+    tok.train_from_iterator(store_texts(store), trainer=trainer, length=rows)
+    wrapped = MedmixTokenizer(tok, bos=BOS, eos=EOS, source=str(path))
+    sha = wrapped.save(path)
+    meta = {
+        "sha256": sha, "store_digest": store_digest, "settings": settings,
+        "vocab_size": len(wrapped), "rows": rows, "seconds": round(time.time() - start, 2),
+        "special_tokens": {t: wrapped.token_to_id(t) for t in SPECIAL_TOKENS},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _atomic_write(meta_path, json.dumps(meta, indent=1))
+    return path

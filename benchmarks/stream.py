@@ -1,0 +1,206 @@
+"""Benchmark the per-rank data stream: samples/s per CPU core and data-wait inside a training loop.
+
+    python benchmarks/stream.py                         # bundled suite (small) at 224 px
+    python benchmarks/stream.py --root medmix-data --steps 80 --step-time 0.2
+
+Three measurements on the bundled synthetic suite (built into --work if --root has no store):
+1. stages: per-sample cost of each preprocessing stage in this process (read rows from Parquet,
+   decode + pad/resize + normalise images, render + tokenize), one core;
+2. throughput: the full Ray Data pipeline with one preprocessing task per core
+   (`num_cpus_per_task=1`, `concurrency=cores`) consumed as fast as possible -> samples/s and
+   samples/s per core (the first block, which pays for worker start-up, is not counted);
+3. data-wait: the default StreamConfig (0.25 CPU x 2 tasks per rank) feeding a loop that
+   "trains" for --step-time seconds per step (a sleep) -> the fraction of the loop's wall time
+   spent waiting for batches.
+Results go to stdout and are appended to benchmarks/RESULTS.md (date, machine, command).
+Run on demand, not in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+H100_BASE_SAMPLES_S = 77.0  # STACK-NOTES: ViT-B/16 + ~1B Llama, 1024 tokens, compiled, one H100
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--root", default="", help="shard store to read; '' = build the bundled suite into --work")
+    p.add_argument("--work", default="/tmp/medmix-bench-stream", help="where the suite is built when --root is ''")
+    p.add_argument("--size", default="small", choices=("tiny", "small", "medium"), help="suite size to build")
+    p.add_argument("--image-size", type=int, default=224, help="side of the model's square input, px")
+    p.add_argument("--num-image-tokens", type=int, default=16, help="decoder positions per image")
+    p.add_argument("--max-seq-len", type=int, default=1024, help="tokens per example")
+    p.add_argument("--batch", type=int, default=32, help="global batch size (one rank)")
+    p.add_argument("--steps", type=int, default=48, help="steps measured per pipeline run")
+    p.add_argument("--steps-per-block", type=int, default=16, help="plan steps per Ray Dataset")
+    p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="cores for the throughput run")
+    p.add_argument("--step-time", type=float, default=0.25, help="simulated training step, s (data-wait run)")
+    p.add_argument("--wait-steps", type=int, default=32, help="steps of the data-wait run")
+    p.add_argument("--no-write", action="store_true", help="do not append to benchmarks/RESULTS.md")
+    return p.parse_args(argv)
+
+
+def ensure_store(args):
+    from medmix.data.store import ShardStore, StoreConfig
+    if args.root:
+        return ShardStore(args.root)
+    root = Path(args.work) / f"suite-{args.size}-{args.image_size}"
+    store = ShardStore(root, StoreConfig(root=str(root), image_size=args.image_size))
+    if not store.exists():
+        from medmix.data.synth import SynthConfig, build_suite
+        print(f"building the {args.size} suite at {args.image_size} px into {root} ...", flush=True)
+        build_suite(SynthConfig(size=args.size), store, image_size=args.image_size, progress=False)
+    return store
+
+
+def build_plan(store, batch: int, seed: int = 0):
+    from medmix.data.mixture import MixturePlan
+    from medmix.data.mixture_config import MixtureConfig
+    return MixturePlan.from_config(store, MixtureConfig(global_batch_size=batch, floor=0.03), seed=seed)
+
+
+def stage_costs(store, tok, args, samples: int = 256) -> dict[str, float]:
+    """ms per sample of read / image / text, in this process on one core."""
+    from medmix.data.collate import read_refs
+    from medmix.data.encode import encode_example
+    from medmix.data.images import decode_image, to_model_input
+    from medmix.tasks import get_task
+    plan = build_plan(store, args.batch)
+    refs = [r for _ in range(samples // args.batch + 1) for r in plan.batch()][:samples]
+    t0 = time.perf_counter()
+    rows = read_refs(str(store.root), refs)
+    t1 = time.perf_counter()
+    images = 0
+    for ref in refs:
+        row = rows[ref]
+        for data in row["images"] or []:
+            to_model_input(decode_image(data, row["image_format"]), args.image_size)
+            images += 1
+    t2 = time.perf_counter()
+    for ref in refs:
+        row = rows[ref]
+        encode_example(tok, get_task(ref.task), json.loads(row["context"]), row["target"],
+                       len(row["images"] or []), args.num_image_tokens, args.max_seq_len)
+    t3 = time.perf_counter()
+    n = len(refs)
+    return {"read_ms": 1e3 * (t1 - t0) / n, "image_ms": 1e3 * (t2 - t1) / n, "text_ms": 1e3 * (t3 - t2) / n,
+            "images_per_sample": images / n}
+
+
+def run_stream(store, tok, args, cfg, steps: int, step_time: float = 0.0, skip_first: int = 0) -> dict:
+    from medmix.data.stream import build_stream
+    plan = build_plan(store, args.batch)
+    stream = build_stream(plan, store.root, tok, args.image_size, args.num_image_tokens, cfg,
+                          end_step=steps + skip_first)
+    samples, waited, t_start = 0, 0.0, None
+    for i, batch in enumerate(stream):
+        if i == skip_first:
+            t_start = time.perf_counter()
+        if i >= skip_first:
+            samples += len(batch["example_ids"])
+            waited += batch.meta["data_wait_s"] if i > skip_first else 0.0
+        if step_time:
+            time.sleep(step_time)
+    wall = time.perf_counter() - t_start
+    stream.close()
+    return {"samples": samples, "wall_s": wall, "samples_per_s": samples / wall, "wait_s": waited,
+            "wait_fraction": waited / wall}
+
+
+def machine() -> str:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, load avg {load}"
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import ray
+    import torch
+
+    from medmix.data.stream_config import StreamConfig
+    from medmix.data.tokenizer import MedmixTokenizer, TokenizerConfig, train_tokenizer
+    torch.set_num_threads(1)
+    store = ensure_store(args)
+    tok = MedmixTokenizer.from_file(train_tokenizer(store, TokenizerConfig()))
+    rows = sum(s.rows for s in store.shards(split="train"))
+    print(f"store {store.root}: {rows} train rows, tokenizer {len(tok)} tokens", flush=True)
+
+    stages = stage_costs(store, tok, args)
+    per_sample_ms = stages["read_ms"] + stages["image_ms"] + stages["text_ms"]
+    print(f"stages (ms/sample, 1 core): {json.dumps({k: round(v, 3) for k, v in stages.items()})}", flush=True)
+
+    ray.init(num_cpus=max(args.cpus, 2) + 1, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    fast = StreamConfig(max_seq_len=args.max_seq_len, steps_per_block=args.steps_per_block,
+                        num_cpus_per_task=1.0, concurrency=args.cpus, prefetch_batches=max(4, args.cpus))
+    thr = run_stream(store, tok, args, fast, args.steps, skip_first=args.steps_per_block)
+    per_core = thr["samples_per_s"] / args.cpus
+    print(f"throughput: {thr['samples_per_s']:.1f} samples/s on {args.cpus} cores = {per_core:.1f} per core",
+          flush=True)
+    default = StreamConfig(max_seq_len=args.max_seq_len, steps_per_block=args.steps_per_block)
+    wait = run_stream(store, tok, args, default, args.wait_steps, step_time=args.step_time,
+                      skip_first=args.steps_per_block)
+    print(f"data-wait at {args.step_time}s/step (default stream config): {100 * wait['wait_fraction']:.1f}% "
+          f"of the loop", flush=True)
+    ray.shutdown()
+    result = {"stages": stages, "one_core_samples_per_s": 1e3 / per_sample_ms, "throughput": thr,
+              "per_core_samples_per_s": per_core, "wait": wait,
+              "cores_for_2x_h100_base": 2 * H100_BASE_SAMPLES_S / per_core}
+    if not args.no_write:
+        write_results(args, store, rows, result)
+    return result
+
+
+def write_results(args, store, rows: int, r: dict) -> None:
+    path = HERE / "RESULTS.md"
+    if not path.exists():
+        path.write_text("# Benchmark results\n\nAppended by the scripts in `benchmarks/`; newest last. "
+                        "Each section: date, machine, command, numbers.\n")
+    st, thr, wait = r["stages"], r["throughput"], r["wait"]
+    cmd = " ".join(["python benchmarks/stream.py"] + [shlex.quote(a) for a in sys.argv[1:]])
+    busy = os.getloadavg()[0] > (os.cpu_count() or 1)
+    note = ("\n- note: the machine was busy (1-minute load above its core count) — other work shared these "
+            "cores, so the rates are lower bounds" if busy else "")
+    text = f"""
+## stream — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
+
+- machine: {machine()}
+- command: `{cmd}`
+- data: {store.root} ({rows} train rows, debug mixture: medpalm shares, floor 0.03), images {args.image_size}²,
+  {args.num_image_tokens} image tokens, max_seq_len {args.max_seq_len}, global batch {args.batch}{note}
+
+| measure | value |
+|---|---|
+| read rows (Parquet, grouped by shard) | {st['read_ms']:.2f} ms/sample |
+| decode + pad/resize + normalise ({st['images_per_sample']:.2f} images/sample) | {st['image_ms']:.2f} ms/sample |
+| render + tokenize + labels | {st['text_ms']:.2f} ms/sample |
+| in-process, 1 core | {r['one_core_samples_per_s']:.0f} samples/s |
+| Ray Data pipeline, {args.cpus} tasks x 1 CPU | {thr['samples_per_s']:.1f} samples/s = **{r['per_core_samples_per_s']:.1f} samples/s per core** |
+| data-wait, default stream (0.25 CPU x 2), {args.step_time}s step | {100 * wait['wait_fraction']:.1f}% of the loop ({wait['samples_per_s']:.1f} samples/s) |
+| cores for 2x one H100 at `base` (2 x {H100_BASE_SAMPLES_S:.0f} samples/s) | {r['cores_for_2x_h100_base']:.1f} |
+"""
+    with open(path, "a") as f:
+        f.write(text)
+    print(f"appended to {path}")
+
+
+if __name__ == "__main__":
+    main()

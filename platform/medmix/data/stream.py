@@ -1,0 +1,484 @@
+"""Per-rank data streams: the rank's slice of each global batch of the plan, as torch tensors.
+
+    plan = MixturePlan.from_config(store, cfg.mixture, seed=cfg.seed)
+    plan.load_state_dict(saved)                      # resume (optional)
+    stream = build_stream(plan, store.root, tok, cfg.model.image_size, cfg.model.num_image_tokens,
+                          cfg.stream, rank=rank, world_size=world_size)
+    for batch in stream:                             # steps plan.step, plan.step + 1, ...
+        train_step(batch)                            # batch["input_ids"], ["labels"], ["pixel_values"], ...
+        checkpoint["data"] = stream.state_dict()     # the plan state at the next step to consume
+
+`RayStream` executes the plan with Ray Data: every `steps_per_block` steps the rank draws the
+next global batches from its own copy of the plan, keeps its slice, and hands Ray Data one
+item per step (`from_items`); `map_batches` tasks read the rows from the Parquet shards
+(grouped by shard, only the row groups needed), decode and pad/resize the images, render and
+tokenize the prompts and pad the batch (`medmix.data.collate.build_batch`). Order is preserved
+(`DataContext.execution_options.preserve_order`) and batches are prefetched, so preprocessing
+runs off the training process — on CPU-only nodes of a cluster when it has them. A background
+thread starts the next block while the training loop consumes the current one.
+
+`LocalStream` is the same row -> tensors path in-process (no Ray): evaluation, tests, debug.
+
+Batches (`Batch`, a dict): `input_ids`, `attention_mask`, `labels` (B x L, padded right;
+labels -100 except target + eos), `pixel_values` (N_images x 3 x S x S, in row order; each
+row's images fill its image-token runs in order), `image_counts` (B), `task_ids` (B, index
+into `stream.task_names`), and lists `example_ids`, `tasks`; `batch.meta` holds the step, the
+skipped rows and the time the consumer waited for this batch.
+
+A training rank uses `build_rank_stream(cfg, tokenizer, rank, world_size)`: the plan from the
+config and store, the Ray stream over it, validation batches, digests for lineage.
+
+Local cluster sizing (STACK-NOTES: `ray.init()` on 2 CPUs + 2 one-CPU train workers + a Ray
+Data read hangs forever, since the read operator waits for a whole CPU that never frees):
+- the stream has no read operator: its input blocks come from `from_items` in the rank's own
+  process, so every Ray task it starts is a `map_batches` task;
+- those tasks ask for `stream.num_cpus_per_task` (0.25) logical CPUs, at most
+  `stream.concurrency` (2) at a time per rank: 0.5 CPU per rank, never a whole one;
+- a local cluster is started with logical CPUs for train workers *plus* their streams:
+  `local_num_cpus()` gives ceil(workers x (cpus_per_worker + 0.25 x 2)) + 1 = 4 for the
+  debug preset's 2 workers (tests use 6), whatever the physical cores;
+- a cluster with fewer CPUs than one preprocessing task needs fails at once with a message
+  instead of hanging.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import pickle
+import queue
+import threading
+import time
+from dataclasses import astuple
+from typing import Any, Iterator
+
+import numpy as np
+
+from medmix.data.collate import BatchSpec, StreamError, build_batch
+from medmix.data.mixture import ExampleRef, MixturePlan, rank_slice
+
+__all__ = ["Batch", "BatchSpec", "LocalStream", "RankStream", "RayStream", "StreamError", "build_rank_stream",
+           "build_stream", "iter_split", "local_num_cpus", "make_batch_spec", "to_torch"]
+
+SKIP_LOG_LIMIT = 100  # skipped rows kept (with reasons) for stats(); the count is exact
+MAX_RAY_FAILURES = 3  # consecutive blocks Ray Data may fail on good data before the stream fails
+
+log = logging.getLogger(__name__)
+
+
+def local_num_cpus(num_workers: int, cpus_per_worker: float, stream_cfg, headroom: int = 1) -> int:
+    """Logical CPUs a local Ray needs for train workers and their streams to never starve."""
+    per_rank = cpus_per_worker + stream_cfg.num_cpus_per_task * stream_cfg.concurrency
+    return int(math.ceil(num_workers * per_rank - 1e-9)) + headroom
+
+
+def make_batch_spec(plan: MixturePlan, store_root, tokenizer, image_size: int, num_image_tokens: int,
+                    cfg) -> BatchSpec:
+    """The BatchSpec of a plan's stream, from a `StreamConfig`."""
+    return BatchSpec(store_root=str(store_root), tokenizer=tokenizer, image_size=image_size,
+                     num_image_tokens=num_image_tokens, max_seq_len=cfg.max_seq_len,
+                     task_names=list(plan.task_names), exemplar=cfg.exemplar, on_error=cfg.on_error,
+                     orders={t: o.spec() for t, o in plan.orders.items()})
+
+
+class Batch(dict):
+    """One rank's batch: per-row tensors/lists as dict items, the rest in `meta`.
+
+    Items: `input_ids`, `attention_mask`, `labels` (B x L), `pixel_values` (N_images x 3 x S x S),
+    `image_counts` (B), `task_ids` (B), `example_ids`, `tasks` (lists of B). Every item is
+    indexed by row except `pixel_values` (by image), so micro-batching can slice it generically.
+    `meta`: step, skipped rows, data-wait seconds, exemplars dropped, prompts truncated.
+    """
+
+    def __init__(self, items: dict[str, Any], meta: dict[str, Any] | None = None):
+        super().__init__(items)
+        self.meta = dict(meta or {})
+
+    @property
+    def step(self) -> int:
+        return int(self.meta.get("step", -1))
+
+    def __reduce__(self):
+        return (Batch, (dict(self), self.meta))
+
+
+def to_torch(batch: dict[str, Any]) -> Batch:
+    """A collated numpy batch -> a `Batch` of torch tensors (zero-copy); lists pass through."""
+    import torch
+    items = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+             for k, v in batch.items() if k != "meta"}
+    return Batch(items, batch.get("meta"))
+
+
+class _Stream:
+    """What both streams share: drawing slices from the plan, state, data-wait, stats."""
+
+    def __init__(self, plan: MixturePlan, spec: BatchSpec, rank: int = 0, world_size: int = 1,
+                 end_step: int | None = None):
+        rank_slice(list(range(plan.global_batch_size)), rank, world_size)  # validates early
+        self.plan, self.spec = plan, spec
+        self.rank, self.world_size = rank, world_size
+        self.end_step = end_step
+        self.task_names = list(plan.task_names)
+        self._state = plan.state_dict()
+        self._wait_s = 0.0
+        self._last_wait_s = 0.0
+        self._first_request: float | None = None
+        self._batches = 0
+        self._skipped = 0
+        self._skip_log: list[dict] = []
+
+    def _draw(self) -> tuple[int, list[ExampleRef], dict] | None:
+        """Next step's slice and the plan state after it; None past end_step."""
+        if self.end_step is not None and self.plan.step >= self.end_step:
+            return None
+        step = self.plan.step
+        refs = rank_slice(self.plan.batch(), self.rank, self.world_size)
+        return step, refs, self.plan.state_dict()
+
+    def _produce(self) -> tuple[int, dict, dict] | None:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        if self._first_request is None:
+            self._first_request = t0
+        got = self._produce()
+        if got is None:
+            raise StopIteration
+        step, batch, state_after = got
+        self._last_wait_s = time.perf_counter() - t0
+        self._wait_s += self._last_wait_s
+        self._batches += 1
+        self._state = state_after
+        skipped = batch["meta"]["skipped"]
+        if skipped:
+            self._skipped += len(skipped)
+            room = SKIP_LOG_LIMIT - len(self._skip_log)
+            self._skip_log.extend({**s, "step": step} for s in skipped[:max(room, 0)])
+        batch["meta"]["data_wait_s"] = self._last_wait_s
+        return to_torch(batch)
+
+    # -- checkpoint contract ---------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The plan state at the next step this stream will hand out (what checkpoints store)."""
+        return json.loads(json.dumps(self._state))
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Continue from a saved state (call before iterating, or after `close()`)."""
+        self.close()
+        self.plan.load_state_dict(state, strict=strict)
+        self._state = self.plan.state_dict()
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- observability ---------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Realised mix (from the plan state of the last batch handed out), data-wait, skips."""
+        out = self.plan.stats(self._state)
+        elapsed = (time.perf_counter() - self._first_request) if self._first_request else 0.0
+        out.update({
+            "rank": self.rank, "world_size": self.world_size, "batches": self._batches,
+            "data_wait_s": self._wait_s, "last_data_wait_s": self._last_wait_s,
+            "data_wait_fraction": self._wait_s / elapsed if elapsed > 0 else 0.0,
+            "skipped": self._skipped, "skipped_rows": list(self._skip_log),
+            "ray_failures": getattr(self, "ray_failures", 0)})
+        return out
+
+
+class LocalStream(_Stream):
+    """The plan's batches built in this process, one step at a time (no Ray, no prefetch)."""
+
+    def _produce(self) -> tuple[int, dict, dict] | None:
+        drawn = self._draw()
+        if drawn is None:
+            return None
+        step, refs, state_after = drawn
+        return step, build_batch(self.spec, refs, step), state_after
+
+
+# -- Ray Data execution ----------------------------------------------------------------------
+
+_SPEC_CACHE: dict[str, BatchSpec] = {}
+
+
+def _preprocess(batch: dict[str, np.ndarray], spec_key: str, spec_blob: bytes) -> dict[str, np.ndarray]:
+    """Ray Data map_batches UDF: one step's refs -> that step's collated batch, pickled."""
+    spec = _SPEC_CACHE.get(spec_key)
+    if spec is None:  # once per worker process: unpickling a tokenizer is not free
+        if len(_SPEC_CACHE) > 8:
+            _SPEC_CACHE.clear()
+        spec = _SPEC_CACHE[spec_key] = pickle.loads(spec_blob)
+    if len(batch["step"]) != 1:
+        raise ValueError(f"_preprocess takes one step per call (map_batches batch_size=1), got {len(batch['step'])}")
+    step = int(batch["step"][0])
+    refs = [ExampleRef(*r) for r in json.loads(batch["refs"][0])]
+    payload = pickle.dumps(build_batch(spec, refs, step), protocol=5)
+    # a uint8 tensor column: Arrow wraps the numpy buffer, where a column of Python bytes goes
+    # through a much slower conversion (~20 MB per step at 224 px and batch 32)
+    return {"step": np.array([step], dtype=np.int64), "payload": np.frombuffer(payload, dtype=np.uint8)[None, :]}
+
+
+class RayStream(_Stream):
+    """The plan's batches built by Ray Data tasks, `steps_per_block` steps per Dataset."""
+
+    _END = object()
+
+    def __init__(self, plan: MixturePlan, spec: BatchSpec, cfg, rank: int = 0, world_size: int = 1,
+                 end_step: int | None = None):
+        super().__init__(plan, spec, rank, world_size, end_step)
+        self.cfg = cfg
+        blob = pickle.dumps(spec, protocol=5)
+        self._spec_kw = {"spec_key": hashlib.sha256(blob).hexdigest()[:16], "spec_blob": blob}
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, cfg.prefetch_batches))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ray_failures = 0
+
+    def _start(self) -> None:
+        import ray
+        if not ray.is_initialized():
+            raise StreamError("RayStream needs a running Ray (ray.init() or a Ray Train worker); "
+                              "use LocalStream to stream without Ray")
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus < self.cfg.num_cpus_per_task:
+            raise StreamError(f"the Ray cluster has {cpus} CPUs; one preprocessing task asks for "
+                              f"stream.num_cpus_per_task = {self.cfg.num_cpus_per_task}")
+        self._stop.clear()
+        self._queue = queue.Queue(maxsize=max(1, self.cfg.prefetch_batches))
+        self._thread = threading.Thread(target=self._run, name=f"medmix-stream-r{self.rank}", daemon=True)
+        self._thread.start()
+
+    def _dataset(self, block: list[tuple[int, list[ExampleRef], dict]]):
+        import ray
+        from ray.data import DataContext
+        ctx = DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        # one Dataset per block: its start/finish lines would flood the training log
+        logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(logging.WARNING)
+        items = [{"step": s, "refs": json.dumps([astuple(r) for r in refs])} for s, refs, _ in block]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        return ds.map_batches(_preprocess, batch_size=1, batch_format="numpy", fn_kwargs=self._spec_kw,
+                              num_cpus=self.cfg.num_cpus_per_task,
+                              compute=ray.data.TaskPoolStrategy(size=min(self.cfg.concurrency, len(block))))
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        failures = 0  # consecutive blocks Ray Data failed on while the data itself was fine
+        try:
+            while not self._stop.is_set():
+                block = []
+                for _ in range(self.cfg.steps_per_block):
+                    drawn = self._draw()
+                    if drawn is None:
+                        break
+                    block.append(drawn)
+                if not block:
+                    break
+                states = {s: st for s, _, st in block}
+                done = 0
+                try:
+                    for out in self._dataset(block).iter_batches(batch_size=None, batch_format="numpy",
+                                                                 prefetch_batches=self.cfg.prefetch_batches):
+                        for step, payload in zip(out["step"], out["payload"]):
+                            batch = pickle.loads(memoryview(np.ascontiguousarray(payload)))
+                            if not self._put((int(step), batch, states[int(step)])):
+                                return
+                            done += 1
+                    failures = 0
+                except Exception as exc:  # noqa: BLE001 - redone below, in order, to fail at the exact step
+                    # Ray Data aborts the whole Dataset when one task fails, dropping batches of
+                    # earlier steps that were already built. Build the rest of the block here, in
+                    # order: the consumer gets every good batch, then the error of the bad step
+                    # (clean, not wrapped by Ray); a transient task failure just heals.
+                    for step, refs, state in block[done:]:
+                        if not self._put((step, build_batch(self.spec, refs, step), state)):
+                            return
+                    # the data was fine, so Ray failed: tolerate a few, never fall back silently
+                    failures += 1
+                    self.ray_failures += 1
+                    first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+                    log.warning("stream rank %d: Ray Data failed on steps %d-%d (%s); built them in-process",
+                                self.rank, block[0][0], block[-1][0], first_line)
+                    if failures >= MAX_RAY_FAILURES:
+                        raise
+            self._put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            self._put(exc)
+
+    def _produce(self) -> tuple[int, dict, dict] | None:
+        if self._thread is None:
+            self._start()
+        while True:
+            try:
+                item = self._queue.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if self._thread is not None and not self._thread.is_alive():
+                    raise StreamError("the stream's producer thread stopped without a result") from None
+        if item is self._END:
+            self._queue.put(self._END)  # stay exhausted
+            return None
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop the producer (and its Ray Data execution); prepared batches are dropped."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop.set()
+        while thread.is_alive():
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.05)
+        # the plan ran ahead in the producer: rewind it to the last batch handed out
+        self.plan.load_state_dict(self._state)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def build_stream(plan: MixturePlan, store_root, tokenizer, image_size: int, num_image_tokens: int, cfg,
+                 rank: int = 0, world_size: int = 1, end_step: int | None = None,
+                 use_ray: bool = True) -> _Stream:
+    """The rank's stream over `plan` from its current step (RayStream, or LocalStream without Ray)."""
+    spec = make_batch_spec(plan, store_root, tokenizer, image_size, num_image_tokens, cfg)
+    if use_ray:
+        return RayStream(plan, spec, cfg, rank, world_size, end_step)
+    return LocalStream(plan, spec, rank, world_size, end_step)
+
+
+def split_refs(store, task: str, split: str) -> list[ExampleRef]:
+    """Every row of one task's split, in manifest order."""
+    refs: list[ExampleRef] = []
+    for shard in store.shards(task=task, split=split):
+        for row in range(shard.rows):
+            refs.append(ExampleRef(task, shard.path, row, len(refs), 0, len(refs)))
+    return refs
+
+
+def iter_split(spec: BatchSpec, store, task: str, split: str, batch_size: int,
+               limit: int | None = None) -> Iterator[Batch]:
+    """One task's split in manifest order, as training-style batches (validation loss, tests).
+
+    In-process, same row -> tensors path as the streams.
+    """
+    refs = split_refs(store, task, split)[:limit]
+    for i in range(0, len(refs), batch_size):
+        yield to_torch(build_batch(spec, refs[i:i + batch_size], step=-1))
+
+
+# -- what a training rank holds ------------------------------------------------------------
+
+class RankStream:
+    """One training rank's data: the plan (from config + store), its stream, validation batches.
+
+        rs = build_rank_stream(cfg, tokenizer, rank, world_size)
+        rs.load_state_dict(checkpoint["data_state"])      # on resume
+        for batch in rs.batches(start_step=step): ...
+    """
+
+    def __init__(self, cfg, tokenizer, rank: int = 0, world_size: int = 1, use_ray: bool | None = None):
+        from medmix.data.store import ShardStore
+        store = ShardStore(cfg.data.root)
+        self.cfg, self.store, self.rank, self.world_size = cfg, store, rank, world_size
+        self.plan = MixturePlan.from_config(store, cfg.mixture, seed=cfg.seed)
+        self.spec = make_batch_spec(self.plan, store.root, tokenizer, cfg.model.image_size,
+                                    cfg.model.num_image_tokens, cfg.stream)
+        self.task_names = list(self.plan.task_names)
+        self.store_digest = store.digest()
+        self.task_digests = {t: store.task_digest(t) for t in self.plan.active}
+        if use_ray is None:
+            import ray
+            use_ray = ray.is_initialized()
+        self.use_ray = use_ray
+        self.stream: _Stream | None = None
+
+    def task_name(self, task_id: int) -> str:
+        return self.task_names[task_id]
+
+    def batches(self, start_step: int | None = None, end_step: int | None = None) -> _Stream:
+        """The stream from the plan's current step (which must be `start_step` when given)."""
+        if start_step is not None and start_step != self.plan.step:
+            raise ValueError(f"the data plan is at step {self.plan.step}, the trainer at {start_step}: "
+                             f"load the checkpoint's data state (load_state_dict) before streaming")
+        if self.stream is not None:
+            self.stream.close()
+        cls = RayStream if self.use_ray else LocalStream
+        args = (self.plan, self.spec, self.cfg.stream) if self.use_ray else (self.plan, self.spec)
+        self.stream = cls(*args, rank=self.rank, world_size=self.world_size, end_step=end_step)
+        return self.stream
+
+    def state_dict(self) -> dict:
+        return self.stream.state_dict() if self.stream is not None else self.plan.state_dict()
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        self.plan.load_state_dict(state, strict=strict)
+
+    def stats(self) -> dict:
+        return self.stream.stats() if self.stream is not None else self.plan.stats()
+
+    def realised_mixture(self) -> dict[str, float]:
+        """Fraction of examples per task handed out so far (resumed runs included)."""
+        return {t: s["fraction"] for t, s in self.stats()["tasks"].items()}
+
+    def validation_batches(self, num_batches: int, split: str = "val") -> list[Batch]:
+        """`num_batches` batches per task with rows in `split`, this rank's share.
+
+        Every rank gets the same number of batches (small splits wrap around), so ranks that
+        run collective forwards (FSDP) stay in step.
+        """
+        k = max(1, self.plan.global_batch_size // self.world_size)
+        out = []
+        for task in self.plan.active:
+            refs = split_refs(self.store, task, split)
+            if not refs:
+                continue
+            for j in range(num_batches):
+                start = (j * self.world_size + self.rank) * k
+                chunk = [refs[(start + i) % len(refs)] for i in range(k)]
+                out.append(to_torch(build_batch(self.spec, chunk)))
+        return out
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+
+def build_rank_stream(cfg, tokenizer, rank: int = 0, world_size: int = 1,
+                      use_ray: bool | None = None) -> RankStream:
+    """A training rank's data from the root config (Ray stream when Ray is running)."""
+    return RankStream(cfg, tokenizer, rank, world_size, use_ray)
