@@ -1,0 +1,188 @@
+"""Open BAM, FASTA and VCF inputs through pysam, checking them first.
+
+Every problem a user can cause with a file (missing, not the format it claims, truncated, no
+index, a contig named or sized differently from the reference, a VCF REF that is not the
+reference base) raises `GenomicsInputError` with the file's path and what to do, instead of
+an htslib message from deep inside a worker.
+
+    fasta = open_fasta("ref.fa")
+    bam = open_bam("reads.bam", fasta)        # index + contigs checked against the FASTA
+    regions = parse_regions(["chr1:1-5000"], fasta)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pysam
+
+from medmix.data.ingest.common import IngestError
+
+
+class GenomicsInputError(IngestError):
+    """A BAM/FASTA/VCF input that cannot be used; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """A 0-based half-open interval on one contig."""
+
+    contig: str
+    start: int
+    end: int
+
+    def __str__(self) -> str:  # samtools style: 1-based inclusive
+        return f"{self.contig}:{self.start + 1}-{self.end}"
+
+
+def _require_file(path: str | os.PathLike, what: str) -> str:
+    p = Path(path)
+    if not p.exists():
+        raise GenomicsInputError(f"{p}: {what} not found")
+    if not p.is_file():
+        raise GenomicsInputError(f"{p}: {what} is not a regular file")
+    if p.stat().st_size == 0:
+        raise GenomicsInputError(f"{p}: {what} is empty")
+    return str(p)
+
+
+def open_fasta(path: str | os.PathLike) -> pysam.FastaFile:
+    """The reference, with its .fai (built next to it by pysam when missing)."""
+    path = _require_file(path, "reference FASTA")
+    try:
+        fasta = pysam.FastaFile(path)
+    except (OSError, ValueError) as exc:
+        hint = ("" if Path(path + ".fai").exists() or os.access(Path(path).parent, os.W_OK)
+                else " (and its folder is not writable, so no .fai could be built next to it)")
+        raise GenomicsInputError(f"{path}: not a readable FASTA file{hint}: {exc}. Expected "
+                                 f"'>name' lines followed by sequence lines") from exc
+    if not fasta.references:
+        raise GenomicsInputError(f"{path}: the FASTA holds no sequence")
+    return fasta
+
+
+def open_bam(path: str | os.PathLike, fasta: pysam.FastaFile | None = None,
+             contigs: list[str] | None = None) -> pysam.AlignmentFile:
+    """A coordinate-indexed BAM/CRAM whose contigs agree with the reference.
+
+    Args:
+        fasta: check the BAM header's contigs against it (name and length).
+        contigs: only these contigs must agree (default: every contig both files name).
+    """
+    path = _require_file(path, "alignment file (BAM)")
+    try:
+        bam = pysam.AlignmentFile(path, "rc" if path.endswith(".cram") else "rb",
+                                  reference_filename=fasta.filename.decode() if fasta is not None
+                                  and path.endswith(".cram") else None)
+    except (OSError, ValueError) as exc:
+        if "EOF" in str(exc) or "truncated" in str(exc):
+            raise GenomicsInputError(f"{path}: cannot read the BAM: it is truncated ({exc}); "
+                                     f"copy or re-create it") from exc
+        raise GenomicsInputError(f"{path}: not a BAM file ({exc}); a BAM is BGZF-compressed "
+                                 f"binary SAM (not SAM text, not gzipped again)") from exc
+    if not bam.references:
+        raise GenomicsInputError(f"{path}: the BAM header lists no reference sequences (@SQ); "
+                                 f"reads must be aligned to a reference")
+    if not bam.has_index():
+        raise GenomicsInputError(f"{path}: no index (.bai or .csi) next to it; create one with "
+                                 f"`samtools index {path}` or python -c \"import pysam; "
+                                 f"pysam.index('{path}')\"")
+    if fasta is not None:
+        check_contigs(path, dict(zip(bam.references, bam.lengths)), fasta, contigs)
+    return bam
+
+
+def check_contigs(path: str, named: dict[str, int], fasta: pysam.FastaFile,
+                  contigs: list[str] | None = None) -> None:
+    """Contig names and lengths of a BAM/VCF header must match the reference FASTA."""
+    ref = dict(zip(fasta.references, fasta.lengths))
+    fa = fasta.filename.decode() if isinstance(fasta.filename, bytes) else fasta.filename
+    shared = [c for c in named if c in ref]
+    if not shared:
+        hint = ""
+        if any(("chr" + c) in ref or c.removeprefix("chr") in ref for c in named):
+            hint = " (one uses 'chr' prefixes and the other does not)"
+        raise GenomicsInputError(
+            f"{path}: contig mismatch with the reference {fa}: no contig in common{hint}; "
+            f"{Path(path).name} has {', '.join(list(named)[:5])}, the FASTA has "
+            f"{', '.join(list(ref)[:5])}")
+    for name in contigs or shared:
+        if name not in named:
+            continue
+        if name not in ref:
+            raise GenomicsInputError(f"{path}: contig mismatch: {name!r} is not in the reference "
+                                     f"{fa} (reference contigs: {', '.join(list(ref)[:8])})")
+        if named[name] and named[name] != ref[name]:
+            raise GenomicsInputError(
+                f"{path}: contig mismatch: {name} is {named[name]} bp here but {ref[name]} bp in "
+                f"the reference {fa}; the reads were aligned to another reference build, or the "
+                f"FASTA is truncated")
+
+
+def open_vcf(path: str | os.PathLike, fasta: pysam.FastaFile | None = None) -> pysam.VariantFile:
+    """A VCF/BCF (plain or bgzipped); contigs in its header are checked against the FASTA."""
+    path = _require_file(path, "VCF")
+    try:
+        vcf = pysam.VariantFile(path)
+    except (OSError, ValueError) as exc:
+        raise GenomicsInputError(f"{path}: not a readable VCF ({exc}); a .vcf.gz must be bgzip "
+                                 f"compressed and complete") from exc
+    if fasta is not None and vcf.header.contigs:
+        named = {c: (vcf.header.contigs[c].length or 0) for c in vcf.header.contigs}
+        check_contigs(path, named, fasta)
+    return vcf
+
+
+def vcf_records(vcf: pysam.VariantFile, region: Region | None = None):
+    """Records of one region: by the index when there is one, else by scanning the file."""
+    path = vcf.filename.decode() if isinstance(vcf.filename, bytes) else vcf.filename
+    try:
+        if region is not None and vcf.index is not None:
+            if region.contig not in vcf.header.contigs:
+                return
+            yield from vcf.fetch(region.contig, region.start, region.end)
+            return
+        for rec in vcf:
+            if region is None or (rec.chrom == region.contig and region.start <= rec.start < region.end):
+                yield rec
+    except (OSError, ValueError) as exc:
+        raise GenomicsInputError(f"{path}: unreadable record ({exc}); the file is truncated or "
+                                 f"malformed") from exc
+
+
+def parse_regions(specs: list[str] | None, fasta: pysam.FastaFile,
+                  contigs: list[str] | None = None) -> list[Region]:
+    """`chr1`, `chr1:1000-2000` (1-based, inclusive) -> Regions; default every contig given."""
+    lengths = dict(zip(fasta.references, fasta.lengths))
+    if not specs:
+        return [Region(c, 0, lengths[c]) for c in (contigs or fasta.references) if c in lengths]
+    out = []
+    for spec in specs:
+        name, _, span = spec.partition(":")
+        if name not in lengths:
+            raise GenomicsInputError(f"region {spec!r}: contig {name!r} is not in the reference "
+                                     f"(contigs: {', '.join(list(lengths)[:8])})")
+        if not span:
+            out.append(Region(name, 0, lengths[name]))
+            continue
+        try:
+            a, _, b = span.replace(",", "").partition("-")
+            start, end = int(a) - 1, (int(b) if b else lengths[name])
+        except ValueError:
+            raise GenomicsInputError(f"region {spec!r}: expected contig:start-end "
+                                     f"(1-based, inclusive)") from None
+        if start < 0 or end <= start or end > lengths[name]:
+            raise GenomicsInputError(f"region {spec!r}: outside {name} (1-{lengths[name]}) or empty")
+        out.append(Region(name, start, end))
+    return out
+
+
+def split_regions(regions: list[Region], size: int) -> list[Region]:
+    """Cut regions into chunks of at most `size` bp: the unit of parallel work."""
+    out = []
+    for r in regions:
+        for s in range(r.start, r.end, size):
+            out.append(Region(r.contig, s, min(s + size, r.end)))
+    return out
