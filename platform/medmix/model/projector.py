@@ -1,0 +1,74 @@
+"""Vision -> language: pool the ViT's patch grid to `num_image_tokens`, project to the decoder width.
+
+    proj = build_projector(cfg, vision_dim=768, text_dim=2048, grid_size=(14, 14))
+    tokens = proj(patch_features)        # (N, 196, 768) -> (N, cfg.num_image_tokens, 2048)
+
+Resampling choice: adaptive average pooling over the 2-D patch grid (as in LLaVA-style
+"pooled" connectors and PaLI's pooled variants) rather than a learned resampler (Perceiver /
+Q-Former). It has no parameters, keeps the spatial layout (token k covers one rectangle of
+the image, row-major), costs nothing, and is exact identity when `num_image_tokens` equals the
+number of patches. The output grid is the most nearly square h x w with h * w =
+`num_image_tokens` (16 -> 4x4, 196 -> 14x14, 8 -> 2x4); a prime count degenerates to one row.
+Pooling happens before the projection so the MLP runs on `num_image_tokens` rows, not on
+every patch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medmix.model.config import ModelConfig
+
+
+def token_grid(num_tokens: int) -> tuple[int, int]:
+    """The most nearly square (h, w) with h * w == num_tokens and h <= w."""
+    h = int(math.isqrt(num_tokens))
+    while num_tokens % h:
+        h -= 1
+    return h, num_tokens // h
+
+
+def pool_patches(features: torch.Tensor, grid_size: tuple[int, int], num_tokens: int) -> torch.Tensor:
+    """(N, gh*gw, D) row-major patch features -> (N, num_tokens, D) by adaptive average pooling."""
+    n, p, d = features.shape
+    gh, gw = grid_size
+    if p != gh * gw:
+        raise ValueError(f"got {p} patch features, expected a {gh}x{gw} grid")
+    h, w = token_grid(num_tokens)
+    if (h, w) == (gh, gw):
+        return features
+    grid = features.transpose(1, 2).reshape(n, d, gh, gw)
+    pooled = F.adaptive_avg_pool2d(grid, (h, w))
+    return pooled.flatten(2).transpose(1, 2)
+
+
+class Projector(nn.Module):
+    """Pool patches to `num_tokens`, then a linear map or a 2-layer GELU MLP to the decoder width."""
+
+    def __init__(self, kind: str, vision_dim: int, text_dim: int, grid_size: tuple[int, int],
+                 num_tokens: int, dropout: float = 0.0):
+        super().__init__()
+        if kind not in ("linear", "mlp"):
+            raise ValueError(f"model.projector = {kind!r}: choose linear or mlp")
+        self.kind = kind
+        self.grid_size = tuple(grid_size)
+        self.num_tokens = num_tokens
+        if kind == "linear":
+            self.proj = nn.Linear(vision_dim, text_dim)
+        else:
+            self.proj = nn.Sequential(nn.Linear(vision_dim, text_dim), nn.GELU(),
+                                      nn.Linear(text_dim, text_dim))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, patch_features: torch.Tensor) -> torch.Tensor:
+        pooled = pool_patches(patch_features, self.grid_size, self.num_tokens)
+        return self.dropout(self.proj(pooled))
+
+
+def build_projector(cfg: ModelConfig, *, vision_dim: int, text_dim: int,
+                    grid_size: tuple[int, int]) -> Projector:
+    return Projector(cfg.projector, vision_dim, text_dim, grid_size, cfg.num_image_tokens, cfg.dropout)
