@@ -40,3 +40,31 @@ def ray_local():
                  configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+def _build_suite(root, size: str) -> str:
+    from medmix.config import load_config
+    from medmix.data.store import ShardStore
+    from medmix.data.synth.suite import build_suite
+    from medmix.data.tokenizer import ensure_tokenizer
+    cfg = load_config("debug", [f'data.root="{root}"', f'synth.size="{size}"'])
+    build_suite(cfg.synth, ShardStore(cfg.data.root, cfg.data), cfg.data.image_size, progress=False)
+    ensure_tokenizer(cfg)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_suite(tmp_path_factory) -> str:
+    """The bundled suite at size `tiny` (+ its tokenizer), built once per test session."""
+    return _build_suite(tmp_path_factory.mktemp("tiny-suite") / "data", "tiny")
+
+
+@pytest.fixture(scope="session")
+def small_suite(tmp_path_factory) -> str:
+    """The bundled suite at size `small` (+ its tokenizer): enough rows to learn from."""
+    return _build_suite(tmp_path_factory.mktemp("small-suite") / "data", "small")
+
+
+def suite_config(tmp_path, suite_root: str, *overrides: str):
+    """`debug_config` reading an already built suite."""
+    return debug_config(tmp_path, f'data.root="{suite_root}"', *overrides)

@@ -1,7 +1,7 @@
 """medmix: train, sweep and serve a generalist biomedical multimodal model on Ray."""
 
-from medmix._compat import ensure_torchvision_importable as _ensure_torchvision_importable
+from medmix._compat import install_torchvision_hook as _install_torchvision_hook
 
 __version__ = "0.1.0"
 
-_ensure_torchvision_importable()
+_install_torchvision_hook()

@@ -6,9 +6,12 @@ torchvision::nms does not exist"), which takes `import timm` down with it. medmi
 of torchvision's detection ops, so when (and only when) the library cannot load we define
 the op schemas its fake-kernel registrations need (nms, qnms, roi_align) before torchvision is first imported.
 
-Called from `medmix/__init__.py`, so it runs in every process that imports medmix — Ray
-workers included, since they import medmix to unpickle our functions. Where torchvision is
-healthy the probe loads its own `_C.so`, which torchvision would have loaded anyway.
+`install_torchvision_hook()` runs from `medmix/__init__.py`, so every process that imports
+medmix — Ray workers included, since they import medmix to unpickle our functions — gets a
+meta-path hook that applies the fix the moment torchvision is first imported (by timm or
+transformers), and costs nothing (no torch import) in processes that never import it. Where
+torchvision is healthy the probe loads its own `_C.so`, which torchvision would have loaded
+anyway.
 """
 
 from __future__ import annotations
@@ -18,6 +21,22 @@ import os
 import sys
 
 _DONE = False
+
+
+class _TorchvisionHook:
+    """Meta-path finder that fixes torchvision just before its first import, then steps aside."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision":
+            sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _TorchvisionHook)]
+            ensure_torchvision_importable()
+        return None  # let the normal finders import it
+
+
+def install_torchvision_hook() -> None:
+    if "torchvision" in sys.modules or any(isinstance(f, _TorchvisionHook) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _TorchvisionHook())
 
 
 def ensure_torchvision_importable() -> None:

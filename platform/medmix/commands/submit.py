@@ -1,0 +1,67 @@
+"""`medmix submit <job>`: send a job to a Ray cluster through the Jobs API and follow its logs."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+
+JOBS = {"train": "jobs/train.py"}
+EXCLUDES = [".venv", ".git", "medmix-data", "medmix-runs", "**/__pycache__", ".pytest_cache", ".whl"]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "submit", help="submit a train/sweep/serve job to a Ray cluster (Jobs API) and follow it",
+        description="Submit `python jobs/<job>.py ARGS` to the Ray cluster at --address with this "
+                    "directory as the job's working_dir (without .venv, .git and local data), "
+                    "then stream its logs until it ends. Everything after the job name that "
+                    "medmix does not know is passed to the job, e.g. --preset base --set train.steps=1000. "
+                    "Exit status: 0 if the job SUCCEEDED.")
+    p.add_argument("job", choices=sorted(JOBS), help="which entry point under jobs/ to run")
+    p.add_argument("--address", default=None,
+                   help="Ray dashboard address, e.g. http://HEAD:8265 (default: $RAY_ADDRESS)")
+    p.add_argument("--working-dir", default=".", help="directory uploaded as the job's working_dir")
+    p.add_argument("--python", default="python", help="interpreter on the cluster (default: python)")
+    p.add_argument("--no-follow", action="store_true", help="print the job id and return at once")
+    p.add_argument("--timeout", type=float, default=0, help="give up following after N seconds (0 = never)")
+    p.set_defaults(func=run)
+
+
+def submit(job: str, job_args: list[str], *, address: str | None, working_dir: str = ".",
+           python: str = "python", follow: bool = True, timeout: float = 0,
+           out=sys.stdout) -> tuple[str, str]:
+    """Submit and (optionally) follow. Returns (submission_id, final status)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+    client = JobSubmissionClient(address)
+    entrypoint = " ".join([python, JOBS[job], *map(shlex.quote, job_args)])
+    job_id = client.submit_job(entrypoint=entrypoint,
+                               runtime_env={"working_dir": working_dir, "excludes": EXCLUDES})
+    print(f"submitted {job_id}: {entrypoint}", file=out, flush=True)
+    if not follow:
+        return job_id, str(client.get_job_status(job_id))
+    printed = 0
+    start = time.time()
+    terminal = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    while True:
+        status = client.get_job_status(job_id)
+        logs = client.get_job_logs(job_id)
+        if len(logs) > printed:
+            out.write(logs[printed:])
+            out.flush()
+            printed = len(logs)
+        if status in terminal:
+            break
+        if timeout and time.time() - start > timeout:
+            print(f"\nstill {status} after {timeout:.0f} s; follow with `ray job logs -f {job_id}`", file=out)
+            return job_id, str(status)
+        time.sleep(1.0)
+    print(f"\njob {job_id} {status}", file=out)
+    return job_id, str(status.value if hasattr(status, "value") else status)
+
+
+def run(args: argparse.Namespace) -> int:
+    _, status = submit(args.job, args.job_args, address=args.address, working_dir=args.working_dir,
+                       python=args.python, follow=not args.no_follow, timeout=args.timeout)
+    return 0 if status in ("SUCCEEDED",) or args.no_follow else 1

@@ -1,0 +1,116 @@
+"""Checkpoints: DCP shards for model + optimizer tensors, `medmix.json` for everything else.
+
+A checkpoint directory holds
+  - `__<rank>_0.distcp` + `.metadata`: torch.distributed.checkpoint (DCP) shards of the model
+    and optimizer *tensors*; each rank writes only its own shards, so saving scales with the
+    cluster and loading reshards onto a different number of workers (2 -> 1 works);
+  - `medmix.json`: step, resolved config, data-plan state, optimizer hyper-parameters,
+    scheduler step, RNG states, shard/tokenizer digests, MLflow run id, metrics, parent.
+Non-tensor state lives in JSON on purpose: nothing medmix writes needs unpickling to resume
+(DCP's own `.metadata` index is the one pickle, written and read by torch itself).
+
+    save_checkpoint(path, model, optimizer, meta)      # every rank, collectively
+    meta = load_checkpoint(path, model, optimizer)     # every rank, collectively
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+META_FILE = "medmix.json"
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path) / META_FILE
+    if not p.is_file():
+        raise FileNotFoundError(f"{path} is not a medmix checkpoint: {META_FILE} is missing")
+    return json.loads(p.read_text())
+
+
+def write_meta(path: str | os.PathLike, meta: dict[str, Any]) -> None:
+    p = Path(path) / META_FILE
+    tmp = p.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True, default=_jsonable))
+    os.replace(tmp, p)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in {META_FILE}")
+
+
+def rng_state() -> dict[str, str]:
+    """Python, numpy and torch RNG states as base64 text (JSON, no pickle)."""
+    np_state = np.random.get_state()
+    return {
+        "python": base64.b64encode(json.dumps(random.getstate()).encode()).decode(),
+        "numpy": base64.b64encode(json.dumps([np_state[0], np_state[1].tolist(), *np_state[2:]]).encode()).decode(),
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+    }
+
+
+def set_rng_state(state: dict[str, str]) -> None:
+    py = json.loads(base64.b64decode(state["python"]))
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npy = json.loads(base64.b64decode(state["numpy"]))
+    np.random.set_state((npy[0], np.array(npy[1], dtype=np.uint32), *npy[2:]))
+    torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
+
+
+def _split_optimizer(osd: dict) -> tuple[dict, list]:
+    """Optimizer state -> (tensors for DCP, JSON-able param-group hyper-parameters)."""
+    groups = []
+    for g in osd.get("param_groups", []):
+        groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()})
+    return osd.get("state", {}), groups
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    meta: dict[str, Any], *, rank: int) -> None:
+    """Collective: every rank writes its DCP shards into `path`; rank 0 writes medmix.json."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    Path(path).mkdir(parents=True, exist_ok=True)
+    msd, osd = get_state_dict(model, optimizer)
+    opt_tensors, groups = _split_optimizer(osd)
+    dcp.save({"model": msd, "optim": opt_tensors}, checkpoint_id=str(path))
+    if rank == 0:
+        write_meta(path, {**meta, "param_groups": groups})
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
+    """Collective: load model (+ optimizer) tensors resharded to this world size; return meta."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state_dict,
+                                                         set_model_state_dict, set_state_dict)
+
+    meta = read_meta(path)
+    if optimizer is None:
+        msd = get_state_dict(model, [])[0]
+        dcp.load({"model": msd}, checkpoint_id=str(path))
+        set_model_state_dict(model, msd, options=StateDictOptions(strict=True))
+        return meta
+    msd, osd = get_state_dict(model, optimizer)
+    opt_tensors, _ = _split_optimizer(osd)
+    state = {"model": msd, "optim": opt_tensors}
+    dcp.load(state, checkpoint_id=str(path))
+    groups = meta["param_groups"]
+    osd = {"state": state["optim"], "param_groups": [
+        {k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in groups]}
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=osd)
+    return meta

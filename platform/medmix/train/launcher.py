@@ -1,0 +1,157 @@
+"""Launch a training run on Ray Train (V2) and record it in the lineage tracker.
+
+    from medmix.config import load_config
+    from medmix.train.launcher import train
+    result = train(load_config("debug"))
+
+`train(cfg)` is what `medmix train`, `jobs/train.py` (for `ray job submit`) and the tests call.
+On the driver it checks the store and tokenizer, opens (or re-opens) the MLflow run, connects
+to Ray (`RAY_ADDRESS` / `ray job submit`, else a local cluster sized so Ray Data and the train
+workers cannot deadlock on a small machine), and runs a `TorchTrainer`. A run re-submitted
+with the same `name` and `train.storage_path` resumes from its latest checkpoint: Ray Train
+restores its checkpoint manager from storage, and medmix re-opens the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RUN_INFO = "medmix-run.json"
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    checkpoint: str | None
+    metrics: dict[str, float]
+    run_id: str | None
+    error: str | None = None
+
+
+def ensure_ray(num_cpus_needed: float) -> None:
+    """Connect to a cluster if one is named, else start a local one with enough logical CPUs.
+
+    Ray Data's read tasks need a CPU slot next to the train workers; on a 2-core machine the
+    default `ray.init()` (2 CPUs) with 2 one-CPU workers leaves none and the run hangs. The
+    local cluster therefore advertises at least workers' CPUs + 2 logical CPUs.
+    """
+    import ray
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+        return
+    num_cpus = max(os.cpu_count() or 1, int(num_cpus_needed + 0.999) + 2, 4)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False,
+             log_to_driver=os.environ.get("MEDMIX_QUIET_WORKERS") is None)
+
+
+def _use_gpu(cfg: Any) -> bool:
+    if cfg.train.use_gpu == "auto":
+        import ray
+        return ray.cluster_resources().get("GPU", 0) >= 1
+    return cfg.train.use_gpu == "true"
+
+
+def prepare(cfg: Any) -> None:
+    """Check inputs before any worker starts: the store exists, the tokenizer is there."""
+    from medmix.data.store import ShardStore
+    from medmix.data.tokenizer import ensure_tokenizer
+    ShardStore(cfg.data.root).manifest()  # clear error if the store is missing
+    ensure_tokenizer(cfg)
+
+
+def absolutize(cfg: Any) -> Path:
+    """Make every path in cfg absolute (workers may run elsewhere); return the run directory."""
+    storage = Path(cfg.train.storage_path).expanduser().resolve()
+    cfg.train.storage_path = str(storage)
+    cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+    cfg.lineage.root = str(Path(cfg.lineage.root).expanduser().resolve())
+    if cfg.tokenizer.path:
+        cfg.tokenizer.path = str(Path(cfg.tokenizer.path).expanduser().resolve())
+    return storage / cfg.name
+
+
+def build_torch_trainer(cfg: Any, run_id: str | None, run_dir: Path, *, use_gpu: bool,
+                        callbacks: list | None = None):
+    """The TorchTrainer for one run: what `train()` fits, and what each sweep trial fits."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from medmix.config import to_dict
+    from medmix.train.loop import train_loop_per_worker
+
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": to_dict(cfg), "run_id": run_id, "run_dir": str(run_dir)},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.train.num_workers, use_gpu=use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
+        run_config=RunConfig(
+            name=run_dir.name, storage_path=str(run_dir.parent), callbacks=callbacks or [],
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            # Ray keeps the `keep_last` checkpoints with the lowest validation loss, and always
+            # the latest one (the one a resumed run continues from).
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_last,
+                                               checkpoint_score_attribute="val_loss",
+                                               checkpoint_score_order="min")),
+    )
+
+
+def train(cfg: Any) -> TrainResult:
+    """Run (or resume) the training job described by `cfg` and wait for it to finish."""
+    from medmix.lineage.tracker import build_tracker
+
+    prepare(cfg)
+    run_dir = absolutize(cfg)
+    tracker = build_tracker(cfg.lineage)
+    run_id = _open_run(tracker, cfg, run_dir)
+    ensure_ray(cfg.train.num_workers * cfg.train.cpus_per_worker)
+    trainer = build_torch_trainer(cfg, run_id, run_dir, use_gpu=_use_gpu(cfg))
+    t0 = time.time()
+    try:
+        result = trainer.fit()
+    except BaseException:  # failed for good (max_failures exhausted) or interrupted
+        tracker.end_run(status="FAILED")
+        raise
+    metrics = dict(result.metrics or {})
+    checkpoint = result.checkpoint.path if result.checkpoint else None
+    error = str(result.error) if result.error else None
+    if checkpoint:
+        tracker.set_tags({"medmix.final_checkpoint": checkpoint})
+    tracker.end_run(status="FINISHED" if error is None else "FAILED")
+    info = {"run_id": run_id, "checkpoint": checkpoint, "seconds": time.time() - t0}
+    (run_dir / RUN_INFO).write_text(json.dumps({**_read_info(run_dir), **info}, indent=1))
+    return TrainResult(run_dir=str(run_dir), checkpoint=checkpoint, metrics=metrics, run_id=run_id,
+                       error=error)
+
+
+def _read_info(run_dir: Path) -> dict:
+    p = run_dir / RUN_INFO
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _open_run(tracker: Any, cfg: Any, run_dir: Path) -> str | None:
+    """Re-open the MLflow run of a re-submitted run, or start a new one with its lineage."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = _read_info(run_dir)
+    tags = {"medmix.kind": "train", "medmix.run_dir": str(run_dir)}
+    if info.get("run_id"):
+        try:
+            tracker.start_run(cfg.name, tags={**tags, "medmix.resumed": "true"}, run_id=info["run_id"])
+            return tracker.run_id
+        except Exception:  # noqa: BLE001 - the run lives in another tracking store: start anew
+            pass
+    tracker.start_run(cfg.name, tags=tags)
+    run_id = tracker.run_id
+    if run_id is None:
+        return None
+    tracker.log_config(cfg)
+    tracker.log_store(cfg.data.root)
+    (run_dir / RUN_INFO).write_text(json.dumps({"run_id": run_id, "name": cfg.name}, indent=1))
+    return run_id
