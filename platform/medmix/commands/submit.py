@@ -34,7 +34,7 @@ def submit(job: str, job_args: list[str], *, address: str | None, working_dir: s
            out=sys.stdout) -> tuple[str, str]:
     """Submit and (optionally) follow. Returns (submission_id, final status)."""
     from ray.job_submission import JobStatus, JobSubmissionClient
-    client = JobSubmissionClient(address)
+    client = JobSubmissionClient(address, headers=auth_headers())
     entrypoint = " ".join([python, JOBS[job], *map(shlex.quote, job_args)])
     job_id = client.submit_job(entrypoint=entrypoint,
                                runtime_env={"working_dir": working_dir, "excludes": EXCLUDES})
@@ -59,6 +59,24 @@ def submit(job: str, job_args: list[str], *, address: str | None, working_dir: s
         time.sleep(1.0)
     print(f"\njob {job_id} {status}", file=out)
     return job_id, str(status.value if hasattr(status, "value") else status)
+
+
+def auth_headers() -> dict[str, str]:
+    """The cluster token as an Authorization header, when one is at hand.
+
+    Ray clusters enable token auth by default and write the token to ~/.ray/auth_token, but
+    the Jobs client sends it only when RAY_AUTH_MODE=token was set before ray was imported;
+    an explicit header works either way. RAY_AUTH_MODE set by the user always wins.
+    """
+    import os
+    from pathlib import Path
+    if os.environ.get("RAY_AUTH_MODE"):
+        return {}
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if not token and path.is_file():
+        token = path.read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def run(args: argparse.Namespace) -> int:
