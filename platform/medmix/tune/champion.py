@@ -1,0 +1,229 @@
+"""The sweep's champion: export the best trial, register it, and move `champion` only if it wins.
+
+    decision = crown(cfg, best_trial, parent_tracker, sweep_dir)
+    decision.promoted, decision.version, decision.reason
+
+The best trial's final checkpoint is exported (`medmix.train.export.export_checkpoint`) and
+registered as a version of `lineage.registered_model` (re-running a sweep reuses the version
+registered from the same checkpoint). The alias (`sweep.champion_alias`) then moves to it
+only if it beats the version the alias points at *on the same evaluation set*:
+
+  - with `medmix.evaluate.runner.evaluate_export` available, both exports are evaluated on
+    the validation split and compared on the sweep's objective computed from those metrics;
+  - otherwise (or when the evaluator's metrics do not contain the objective's) the validation
+    objective each was selected on is compared — recorded on every version this module
+    registers, together with a fingerprint of the evaluation set (shard-store digest, the
+    mixture's tasks, validation batches and their size, sequence length, tokenizer, objective). Versions
+    whose fingerprints differ are not comparable, and the alias stays where it is unless
+    there is no champion yet.
+
+The comparison is logged on the sweep's parent run either way (`champion/comparison.json`
+and `medmix.champion.*` tags).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+TAG_OBJECTIVE = "medmix.objective"
+TAG_OBJECTIVE_DEF = "medmix.objective_def"
+TAG_EVAL_SET = "medmix.eval_set"
+TAG_SWEEP = "medmix.sweep"
+TAG_TRIAL = "medmix.trial"
+
+
+@dataclass
+class ChampionDecision:
+    """What happened to the alias, and why."""
+
+    version: str | None
+    """The registered version of the best trial (None when it could not be exported)."""
+    promoted: bool
+    reason: str
+    basis: str
+    """evaluate_export, recorded (validation objective at selection) or none."""
+    candidate: float | None
+    incumbent: float | None
+    incumbent_version: str | None
+    export_dir: str | None
+    model_uri: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def eval_set_fingerprint(cfg: Any, tasks: list[str]) -> str:
+    """Identify what a validation objective was measured on; equal only if comparable."""
+    from medmix.data.store import ShardStore
+    store = ShardStore(cfg.data.root)
+    key = {"store": store.digest(), "tasks": sorted(tasks), "eval_batches": cfg.train.eval_batches,
+           "val_rows_per_batch": cfg.mixture.global_batch_size,
+           "max_seq_len": cfg.stream.max_seq_len, "tokenizer": asdict(cfg.tokenizer),
+           "objective": objective_definition(cfg)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def objective_definition(cfg: Any) -> str:
+    return json.dumps({"weights": dict(cfg.sweep.objective) or {"val_loss": 1.0}, "mode": cfg.sweep.mode},
+                      sort_keys=True)
+
+
+def _exporter() -> Callable | None:
+    try:
+        from medmix.train.export import export_checkpoint
+    except ImportError:
+        return None
+    return export_checkpoint
+
+
+def _evaluator() -> Callable | None:
+    try:
+        from medmix.evaluate.runner import evaluate_export
+    except ImportError:
+        return None
+    return evaluate_export
+
+
+def better(candidate: float, incumbent: float, mode: str) -> bool:
+    return candidate < incumbent if mode == "min" else candidate > incumbent
+
+
+def crown(cfg: Any, best: Any, tracker: Any, sweep_dir: str | Path) -> ChampionDecision:
+    """Export + register `best` (a TrialSummary) and decide whether it becomes the champion.
+
+    `tracker` has the sweep's parent run open; the decision is logged there.
+    """
+    from medmix.lineage import registry
+    from medmix.train.checkpoint import read_meta
+    from medmix.tune.space import SearchSpace
+
+    export = _exporter()
+    if export is None or not cfg.lineage.enabled or best.run_id is None:
+        why = ("medmix.train.export is not available: nothing exported" if export is None
+               else "lineage is disabled: nothing registered")
+        decision = ChampionDecision(None, False, why, "none", best.objective, None, None, None)
+        _log_decision(tracker, decision)
+        return decision
+
+    export_dir = Path(sweep_dir) / "champion" / best.trial_id
+    if not (export_dir.is_dir() and any(export_dir.iterdir())):   # a re-run reuses its export
+        export(best.checkpoint, export_dir)
+    fingerprint = eval_set_fingerprint(cfg, SearchSpace.from_dict(_sweep_space(sweep_dir)).all_tasks)
+    name = cfg.lineage.registered_model
+    existing = registry.find_versions(cfg.lineage, registry.TAG_CHECKPOINT, str(best.checkpoint), name=name)
+    if existing:
+        version = existing[0].version
+    else:
+        meta = read_meta(best.checkpoint)
+        version = registry.register_export(cfg.lineage, export_dir, meta.get("run_id") or best.run_id, name=name,
+                                           tags={registry.TAG_CHECKPOINT: str(best.checkpoint),
+                                                 registry.TAG_STEP: meta["step"],
+                                                 registry.TAG_STORE_DIGEST: meta.get("store_digest", ""),
+                                                 TAG_SWEEP: cfg.name, TAG_TRIAL: best.trial_id,
+                                                 **objective_tags(cfg, best.objective, fingerprint)})
+    decision = decide_and_promote(cfg, version, float(best.objective), fingerprint, export_dir)
+    _log_decision(tracker, decision)
+    return decision
+
+
+def objective_tags(cfg: Any, value: float, fingerprint: str) -> dict[str, str]:
+    """Version tags that let a later sweep compare against this version."""
+    return {TAG_OBJECTIVE: repr(float(value)), TAG_OBJECTIVE_DEF: objective_definition(cfg),
+            TAG_EVAL_SET: fingerprint}
+
+
+def decide_and_promote(cfg: Any, version: str, candidate_value: float, fingerprint: str,
+                       export_dir: str | Path) -> ChampionDecision:
+    """Move `name@alias` to `version` if it beats the version the alias points at now.
+
+    Args:
+        version: the registered candidate.
+        candidate_value: its validation objective (what the sweep selected it on).
+        fingerprint: `eval_set_fingerprint` of what that objective was measured on.
+        export_dir: the candidate's export (what `evaluate_export` scores, when available).
+    """
+    from medmix.lineage import registry
+    from medmix.lineage.backend import LineageError
+    from medmix.tune.sweep import objective_value
+
+    name, alias, mode = cfg.lineage.registered_model, cfg.sweep.champion_alias, cfg.sweep.mode
+    try:
+        incumbent = registry.get_version(cfg.lineage, name, alias)
+    except LineageError:
+        incumbent = None
+    incumbent_value, basis = None, "recorded"
+    if incumbent is None:
+        promoted, reason = True, f"no {name}@{alias} yet"
+    elif incumbent.version == str(version):
+        promoted, reason = False, f"{name}/{version} already is {name}@{alias}"
+        incumbent_value = _recorded(incumbent)
+    else:
+        evaluated = _evaluate_both(cfg, Path(export_dir), name, alias, objective_value)
+        if evaluated is not None:
+            (candidate_value, incumbent_value), basis, comparable = evaluated, "evaluate_export", True
+        else:
+            incumbent_value = _recorded(incumbent)
+            comparable = incumbent.tags.get(TAG_EVAL_SET) == fingerprint and incumbent_value is not None
+        if not comparable:
+            promoted = False
+            reason = (f"{name}/{incumbent.version} (the current {alias}) was measured on another evaluation "
+                      f"set or objective; it stays {alias} (evaluate both with medmix evaluate to compare)")
+        elif better(candidate_value, incumbent_value, mode):
+            promoted, reason = True, f"{candidate_value:.5f} beats {incumbent_value:.5f} ({mode})"
+        else:
+            promoted, reason = False, f"{candidate_value:.5f} does not beat {incumbent_value:.5f} ({mode})"
+    if promoted:
+        registry.set_alias(cfg.lineage, name, alias, version)
+    return ChampionDecision(version=str(version), promoted=promoted, reason=reason, basis=basis,
+                            candidate=candidate_value, incumbent=incumbent_value,
+                            incumbent_version=incumbent.version if incumbent else None,
+                            export_dir=str(export_dir), model_uri=f"{name}/{version}")
+
+
+def _evaluate_both(cfg: Any, export_dir: Path, name: str, alias: str,
+                   objective_value: Callable) -> tuple[float, float] | None:
+    """Both exports scored by the evaluator on the validation split; None if it cannot be done."""
+    evaluate = _evaluator()
+    if evaluate is None:
+        return None
+    from medmix.lineage.registry import resolve_model_uri
+    incumbent_dir = resolve_model_uri(f"{name}@{alias}", cfg.lineage)
+    cand = objective_value(evaluate(str(export_dir), cfg, split="val"), cfg.sweep.objective)
+    inc = objective_value(evaluate(str(incumbent_dir), cfg, split="val"), cfg.sweep.objective)
+    if cand is None or inc is None:
+        log.warning("evaluate_export's metrics do not contain the sweep objective's; comparing the "
+                    "recorded validation objectives instead")
+        return None
+    return float(cand), float(inc)
+
+
+def _recorded(version: Any) -> float | None:
+    try:
+        return float(version.tags[TAG_OBJECTIVE])
+    except (KeyError, ValueError):
+        return None
+
+
+def _sweep_space(sweep_dir: str | Path) -> dict:
+    from medmix.tune.sweep import SWEEP_INFO
+    return json.loads((Path(sweep_dir) / SWEEP_INFO).read_text())["space"]
+
+
+def _log_decision(tracker: Any, decision: ChampionDecision) -> None:
+    tracker.log_dict(decision.to_dict(), "champion/comparison.json")
+    tags = {"medmix.champion.promoted": str(decision.promoted).lower(), "medmix.champion.reason": decision.reason,
+            "medmix.champion.basis": decision.basis}
+    if decision.version:
+        tags["medmix.champion.version"] = decision.version
+    tracker.set_tags(tags)
+    metrics = {k: v for k, v in (("champion/candidate", decision.candidate),
+                                 ("champion/incumbent", decision.incumbent)) if v is not None}
+    if metrics:
+        tracker.log_metrics(metrics, step=0)

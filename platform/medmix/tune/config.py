@@ -1,0 +1,85 @@
+"""Configuration of a mixture/scale sweep (`[sweep]`): what is searched, how, and what wins.
+
+The sweep trains one debug-sized Ray Train run per trial. The search space is the simplex of
+task-mixture weights (with per-task floors and tasks held fixed), the vision and language
+scales (categorical) and the learning rate (log-uniform); everything else comes from the rest
+of the config. `medmix sweep --preset sweep_debug --dry-run` prints it resolved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medmix.config import ConfigError, option
+from medmix.model.config import SCALES
+
+
+@dataclass
+class SweepConfig:
+    """Mixture/scale sweep: search space, Optuna search, ASHA early stopping, champion."""
+
+    num_samples: int = option(8, "trials to run (each one a Ray Train run)", ge=1)
+    tasks: list[str] = option(default_factory=list, help="tasks whose mixture shares are searched; empty = "
+                              "every task of the mixture (mixture.tasks or the store's) not held fixed")
+    fixed: dict[str, float] = option(default_factory=dict, help="task -> share of the whole mixture "
+                                     "held fixed in every trial")
+    floor: float = option(0.0, "minimum share of every searched task", ge=0, lt=1)
+    floors: dict[str, float] = option(default_factory=dict, help="task -> minimum share, replacing `floor` for that task")
+    simplex: str = option("exp", "how sampled params map onto the simplex: exp = normalised -log u "
+                          "(Dirichlet(1) for uniform u), softmax = softmax of logits", choices=("exp", "softmax"))
+    logit_range: float = option(3.0, "softmax: logits are sampled in [-logit_range, logit_range]", gt=0)
+    vision_scales: list[str] = option(default_factory=list, help="vision scales searched (categorical); "
+                                      "empty = keep the model config's", choices=SCALES)
+    language_scales: list[str] = option(default_factory=list, help="language scales searched (categorical); "
+                                        "empty = keep the model config's", choices=SCALES)
+    lr_min: float = option(0.0, "lowest learning rate searched (log-uniform); 0 = keep train.lr", ge=0)
+    lr_max: float = option(0.0, "highest learning rate searched (log-uniform); 0 = keep train.lr", ge=0)
+    search: str = option("tpe", "Optuna sampler (seeded with `seed`): tpe, random or qmc",
+                         choices=("tpe", "random", "qmc"))
+    scheduler: str = option("asha", "asha: stop weak trials early; fifo: every trial runs all train.steps",
+                            choices=("asha", "fifo"))
+    grace_period: int = option(10, "ASHA: optimizer steps every trial trains before it may be stopped", ge=1)
+    reduction_factor: float = option(2.0, "ASHA: keep the best 1/reduction_factor at each rung", gt=1)
+    objective: dict[str, float] = option(default_factory=dict, help="metric -> weight; the objective is "
+                                         "their weighted mean; empty = val_loss (mean per-task validation loss)")
+    mode: str = option("min", "whether the objective is minimised or maximised", choices=("min", "max"))
+    max_concurrent: int = option(0, "trials at once; 0 = as many as the cluster's CPUs/GPUs hold", ge=0)
+    data_cpus_per_trial: float = option(1.0, "logical CPUs each trial leaves free for its Ray Data reads", ge=0)
+    max_trial_failures: int = option(1, "times Tune retries a trial that failed for good", ge=0)
+    champion: bool = option(True, "export and register the best trial; move the alias if it wins")
+    champion_alias: str = option("champion", "registry alias the winner of the comparison gets")
+    target_scale: str = option("", "analyze: 'vision/language' scale to predict the best mixture at; "
+                               "'' = the largest swept")
+    law_model: str = option("ridge", "analyze: regression from mixture to loss: ridge (quadratic in shares "
+                            "+ log shares) or gbm (gradient-boosted trees)", choices=("ridge", "gbm"))
+    law_samples: int = option(20000, "analyze: Dirichlet samples the fitted law is minimised over", ge=100)
+    law_min_trials: int = option(4, "analyze: the step used is the latest one at least this many trials reached", ge=2)
+
+    def validate(self) -> None:
+        overlap = sorted(set(self.tasks) & set(self.fixed))
+        if overlap:
+            raise ConfigError(f"{overlap[0]} is both searched (tasks) and held fixed (fixed)")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"tasks lists a task twice: {self.tasks}")
+        for name, table in (("fixed", self.fixed), ("floors", self.floors)):
+            for task, share in table.items():
+                if not 0 <= share < 1:
+                    raise ConfigError(f"{name}.{task} = {share} must be a share in [0, 1)")
+        if sum(self.fixed.values()) >= 1:
+            raise ConfigError(f"fixed shares sum to {sum(self.fixed.values()):g}; they must leave room "
+                              f"(< 1) for the searched tasks")
+        if (self.lr_min == 0) != (self.lr_max == 0):
+            raise ConfigError("set both lr_min and lr_max (log-uniform range) or neither")
+        if self.lr_min > self.lr_max:
+            raise ConfigError(f"lr_min = {self.lr_min} is above lr_max = {self.lr_max}")
+        for metric, weight in self.objective.items():
+            if weight <= 0:
+                raise ConfigError(f"objective.{metric} = {weight} must be > 0")
+        if self.target_scale and not _is_scale_key(self.target_scale):
+            raise ConfigError(f"target_scale = {self.target_scale!r} must look like 'vision/language' with "
+                              f"scales from {', '.join(SCALES)}")
+
+
+def _is_scale_key(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(p in SCALES for p in parts)

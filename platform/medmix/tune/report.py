@@ -1,0 +1,268 @@
+"""`medmix sweep analyze`: fit the mixture law on a sweep's trials, write plots and a summary.
+
+    report = analyze(table, space, out_dir, target_scale="", model="ridge")
+    print(report.summary_path.read_text())
+
+Outputs under `out_dir` (a sweep's `<sweep_dir>/analysis/` by default):
+  - `metric_vs_weight.png`   the objective against each task's share, one panel per task,
+                             coloured by scale (what the law has to explain);
+  - `loss_vs_scale.png`      per-task validation loss against scale (best and median trial);
+  - `predicted_vs_observed.png`  held-out (cross-validated) predictions of the law against the truth;
+  - `trials.csv`             the rows the law was fitted on;
+  - `analysis.json`          fit quality, Spearman across scales, the predicted best mixture;
+  - `summary.md`             all of it in words.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medmix.tune.law import (OBJECTIVE, MixtureLaw, TrialTable, choose_target_scale, fit_law,
+                             rank_invariance, scale_ordinal, write_trials)
+from medmix.tune.space import SearchSpace, sample_mixtures
+
+
+@dataclass
+class AnalysisReport:
+    out_dir: Path
+    step: int
+    target_scale: str
+    prediction: dict[str, Any]
+    spearman: list[dict[str, Any]]
+    fit_quality: dict[str, dict[str, float]]
+    best_observed: dict[str, dict[str, Any]]
+    plots: list[Path] = field(default_factory=list)
+
+    @property
+    def summary_path(self) -> Path:
+        return self.out_dir / "summary.md"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "target_scale": self.target_scale, "prediction": self.prediction,
+                "spearman": self.spearman, "fit_quality": self.fit_quality,
+                "best_observed": self.best_observed, "plots": [p.name for p in self.plots]}
+
+
+def space_from_table(table: TrialTable) -> SearchSpace:
+    """A search space for trial results that come without one (a CSV): every task searched."""
+    return SearchSpace(tasks=table.tasks)
+
+
+def analyze(table: TrialTable, out_dir: str | Path, *, space: SearchSpace | None = None,
+            target_scale: str = "", model: str = "ridge", mode: str = "min", step: int | None = None,
+            min_trials: int = 4, samples: int = 20000, seed: int = 0, title: str = "sweep") -> AnalysisReport:
+    """Fit the law at one step, predict the best mixture at `target_scale`, write the report.
+
+    Args:
+        table: every evaluated (trial, step) of the sweep.
+        space: the sweep's search space (candidates for the best mixture respect its floors and
+            fixed tasks); None = the plain simplex over the table's tasks.
+        step: the step to compare trials at; None = the latest step `min_trials` trials reached.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, step = table.at_step(step, min_trials=min_trials)
+    law = fit_law(rows, model=model, mode=mode, seed=seed)
+    space = space or space_from_table(rows)
+    target = choose_target_scale(law, target_scale)
+    candidates = _candidates(space, law.tasks, samples, seed)
+    prediction = law.predict_best(candidates, target)
+    spearman = rank_invariance(law)
+    quality = {s: {**{f"r2_loo/{m}": v for m, v in f.r2_loo.items()}, "trials": f.n} for s, f in law.fits.items()}
+    observed = {s: law.best_observed(s) for s in law.fits}
+    write_trials(rows, out_dir / "trials.csv")
+    plots = write_plots(law, table, out_dir)
+    report = AnalysisReport(out_dir=out_dir, step=step, target_scale=target, prediction=prediction,
+                            spearman=spearman, fit_quality=quality, best_observed=observed, plots=plots)
+    (out_dir / "analysis.json").write_text(json.dumps(report.to_dict(), indent=1, default=_num))
+    report.summary_path.write_text(summary_markdown(report, law, title=title, model=model, mode=mode))
+    return report
+
+
+def _candidates(space: SearchSpace, tasks: list[str], n: int, seed: int) -> np.ndarray:
+    """Mixtures drawn like the sweep draws them, with columns in the law's task order."""
+    drawn = sample_mixtures(space, n, seed=seed)
+    cols = space.all_tasks
+    return np.column_stack([drawn[:, cols.index(t)] if t in cols else np.zeros(n) for t in tasks])
+
+
+def _num(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+# --- plots ---------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")   # files only; no display on a cluster node
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def write_plots(law: MixtureLaw, table: TrialTable, out_dir: Path) -> list[Path]:
+    plt = _pyplot()
+    paths = []
+    rows = law.table
+    scales = list(law.fits)
+    colours = {s: plt.cm.viridis(i / max(len(scales) - 1, 1)) for i, s in enumerate(scales)}
+
+    # 1. the objective against each searched task's share (a task held fixed has one share)
+    x_all = rows.matrix(law.tasks)
+    varied = [t for j, t in enumerate(law.tasks) if np.ptp(x_all[:, j]) > 1e-9] or law.tasks
+    k = len(varied)
+    cols = min(k, 4)
+    nrows = (k + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.8 * nrows), squeeze=False)
+    for i, task in enumerate(varied):
+        ax = axes[i // cols][i % cols]
+        for s in scales:
+            sub = rows.where(scale=s)
+            ax.scatter(sub.matrix([task])[:, 0], sub.column(OBJECTIVE), s=18, color=colours[s], label=s)
+        ax.set_xlabel(f"share of {task}")
+        ax.set_ylabel(OBJECTIVE if i % cols == 0 else "")
+    for j in range(k, nrows * cols):
+        axes[j // cols][j % cols].axis("off")
+    axes[0][0].legend(fontsize=7, title="scale", title_fontsize=7)
+    fig.suptitle("objective vs task share")
+    fig.tight_layout()
+    paths.append(_save(fig, out_dir / "metric_vs_weight.png", plt))
+
+    # 2. validation loss against scale (best and median trial per scale)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ordered = sorted(scales, key=scale_ordinal)
+    xs = np.arange(len(ordered))
+    for metric in [m for m in law.metrics if m.startswith("val_loss/")] or [OBJECTIVE]:
+        best, median = [], []
+        for s in ordered:
+            y = rows.where(scale=s).column(metric)
+            y = y[np.isfinite(y)]
+            best.append(np.nan if not len(y) else (y.min() if law.mode == "min" else y.max()))
+            median.append(np.nan if not len(y) else float(np.median(y)))
+        line, = ax.plot(xs, best, marker="o", label=metric.split("/", 1)[-1])
+        ax.plot(xs, median, linestyle=":", color=line.get_color())
+    ax.set_xticks(xs, ordered, rotation=20)
+    ax.set_xlabel("scale (vision/language)")
+    ax.set_ylabel("validation loss")
+    ax.set_title("per-task validation loss (solid: best trial, dotted: median)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(_save(fig, out_dir / "loss_vs_scale.png", plt))
+
+    # 3. held-out predictions against observations
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    lo, hi = np.inf, -np.inf
+    for s, fit in law.fits.items():
+        if OBJECTIVE not in fit.loo:
+            continue
+        y = rows.where(scale=s).column(OBJECTIVE)
+        p = fit.loo[OBJECTIVE]
+        ax.scatter(y, p, s=18, color=colours[s],
+                   label=f"{s} (R²={fit.r2_loo.get(OBJECTIVE, float('nan')):.2f})")
+        lo, hi = min(lo, y.min(), p.min()), max(hi, y.max(), p.max())
+    if np.isfinite(lo):
+        ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1)
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "fewer than 3 trials per scale:\nno held-out predictions", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_xlabel(f"observed {OBJECTIVE}")
+    ax.set_ylabel(f"predicted {OBJECTIVE} (held out)")
+    fig.tight_layout()
+    paths.append(_save(fig, out_dir / "predicted_vs_observed.png", plt))
+    return paths
+
+
+def _save(fig, path: Path, plt) -> Path:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --- the summary ---------------------------------------------------------------------------
+
+def summary_markdown(report: AnalysisReport, law: MixtureLaw, *, title: str, model: str, mode: str) -> str:
+    p = report.prediction
+    lines = [f"# Mixture law: {title}", "",
+             f"{time.strftime('%Y-%m-%d %H:%M')} · {len(law.table.records)} trials compared at step "
+             f"{report.step} · law `{model}` · objective {mode}imised", "",
+             "## Predicted best mixture", "",
+             f"At scale **{p['scale']}**{' (extrapolated: no trial ran it)' if p['extrapolated'] else ''}: "
+             f"predicted {OBJECTIVE} **{p['predicted']:.4f}** (best of {p['candidates']} sampled mixtures).", "",
+             "| task | share |", "|---|---|"]
+    lines += [f"| {t} | {v:.3f} |" for t, v in sorted(p["mixture"].items(), key=lambda kv: -kv[1])]
+    lines += ["", "## Best observed trial per scale", "", f"| scale | trial | {OBJECTIVE} | mixture |", "|---|---|---|---|"]
+    for s, b in report.best_observed.items():
+        mix = ", ".join(f"{t} {v:.2f}" for t, v in sorted(b["mixture"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {s} | {b['trial']} | {b['value']:.4f} | {mix} |")
+    lines += ["", "## Rank invariance across scales (Spearman)", ""]
+    if report.spearman:
+        lines += ["| scales | rho | mixtures | basis |", "|---|---|---|---|"]
+        lines += [f"| {a} vs {b} | {r['spearman']:.3f} | {r['n']} | {r['basis']} |"
+                  for r in report.spearman for a, b in [r["scales"]]]
+        lines += ["", "`observed`: the same mixtures ran at both scales; `fitted`: both scales' laws "
+                  "evaluated at every mixture the sweep ran."]
+    else:
+        lines.append("Only one scale was swept: nothing to correlate.")
+    lines += ["", "## Fit quality (held-out R²: leave-one-out up to 20 trials, 10-fold beyond)", "", "| scale | trials | R² objective |", "|---|---|---|"]
+    for s, q in report.fit_quality.items():
+        r2 = q.get(f"r2_loo/{OBJECTIVE}")
+        lines.append(f"| {s} | {q['trials']} | {'n/a (< 3 trials)' if r2 is None else f'{r2:.3f}'} |")
+    lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in report.plots]
+    return "\n".join(lines) + "\n"
+
+
+# --- a sweep read back ---------------------------------------------------------------------
+
+def analyze_sweep(cfg: Any, sweep: str, *, target_scale: str | None = None, step: int | None = None,
+                  out: Path | None = None, log: bool = True):
+    """`medmix sweep analyze SWEEP`: the mixture-law report of a finished (or running) sweep.
+
+    Args:
+        sweep: a sweep name (under `train.storage_path`), a sweep directory, or a trial-results
+            file (.csv/.json/.jsonl). A named sweep is read from its MLflow child runs, else
+            from its `trials.csv`.
+        log: attach the report to the sweep's parent run (when there is one).
+    """
+    from medmix.tune.law import load_trials
+    from medmix.tune.runs import find_parent_run, log_artifacts, trials_from_mlflow
+    from medmix.tune.sweep import SWEEP_INFO, TRIALS_CSV, read_json
+
+    path = Path(sweep).expanduser()
+    space, parent, mode, table = None, None, cfg.sweep.mode, None
+    if path.is_file():
+        table = load_trials(path)
+        out = out or path.parent / "analysis"
+        name = path.stem
+    else:
+        sweep_dir = path if (path / SWEEP_INFO).is_file() else \
+            Path(cfg.train.storage_path).expanduser().resolve() / sweep
+        info = read_json(sweep_dir / SWEEP_INFO)
+        name = info.get("name", sweep)
+        space = SearchSpace.from_dict(info["space"]) if info.get("space") else None
+        mode = info.get("mode", mode)
+        parent = info.get("parent_run_id")
+        if cfg.lineage.enabled:
+            parent = parent or find_parent_run(cfg.lineage, name)
+            if parent:
+                table = trials_from_mlflow(cfg.lineage, parent)
+        if (table is None or not table.records) and (sweep_dir / TRIALS_CSV).is_file():
+            table = load_trials(sweep_dir / TRIALS_CSV)
+        if table is None or not table.records:
+            raise ValueError(f"no trial results for sweep {sweep!r}: no MLflow child runs with validation "
+                             f"losses and no {sweep_dir / TRIALS_CSV}")
+        out = out or sweep_dir / "analysis"
+    report = analyze(table, out, space=space, target_scale=cfg.sweep.target_scale if target_scale is None
+                     else target_scale, model=cfg.sweep.law_model, mode=mode, step=step,
+                     min_trials=cfg.sweep.law_min_trials, samples=cfg.sweep.law_samples, seed=cfg.seed,
+                     title=name)
+    if log and parent and cfg.lineage.enabled:
+        log_artifacts(cfg.lineage, parent, report.out_dir, "analysis")
+    return report

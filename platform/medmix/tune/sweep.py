@@ -1,0 +1,521 @@
+"""Run a mixture/scale sweep on Ray Tune: Optuna proposes, ASHA stops, Ray Train trains.
+
+    from medmix.config import load_config
+    from medmix.tune.sweep import run_sweep
+    result = run_sweep(load_config("sweep_debug"))
+    print(result.best.shares, result.champion)
+
+Each trial is a function trainable that applies the sampled mixture/scale/lr to the base
+config and fits the same `TorchTrainer` `medmix train` fits (the Ray Train V2 pattern:
+`Tuner(TorchTrainer)` is not supported), with a `TuneReportCallback` that forwards every
+validation report — plus the sweep's `objective` — to Tune. ASHA compares trials on that
+objective at train steps (`time_attr = step`).
+
+On disk, under `<train.storage_path>/<name>/`:
+  sweep.json          parent MLflow run id and the resolved search space
+  tune/               Ray Tune's experiment state (what `Tuner.restore` resumes from)
+  trials/<trial_id>/  each trial's Ray Train run: step-NNNNNN checkpoints, ledger, run info
+  trials.csv          every evaluated (trial, step): shares, scale, lr, objective, val losses
+  analysis/           the mixture-law report (`medmix sweep analyze`)
+  champion/<trial>/   the exported best checkpoint
+
+Re-running a sweep with the same name and storage resumes it: Tune restores its state
+(finished trials stay finished, unfinished and errored ones continue — their Ray Train runs
+resume from their latest checkpoints), and the same MLflow parent and child runs are re-opened.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from medmix.tune.space import (SearchSpace, apply_params, build_space, mixture_from_params, scale_key,
+                               trial_record, tune_space)
+
+log = logging.getLogger(__name__)
+
+SWEEP_INFO = "sweep.json"
+TUNE_DIR = "tune"
+TRIALS_DIR = "trials"
+TRIALS_CSV = "trials.csv"
+OBJECTIVE = "objective"
+# A trial actor only waits on its TorchTrainer (whose workers ask for their own CPUs); Tune
+# cannot place a trial that asks for nothing, so it asks for a sliver.
+TRIAL_ACTOR_CPUS = 0.01
+
+
+# --- pieces the driver and the trials share ------------------------------------------------
+
+def objective_value(metrics: Mapping[str, Any], weights: Mapping[str, float]) -> float | None:
+    """The sweep's objective from one report: `val_loss`, or the weighted mean of `weights`' metrics.
+
+    None when the report lacks a metric it needs (a training-only report).
+    """
+    if not weights:
+        value = metrics.get("val_loss")
+        return None if value is None else float(value)
+    if any(metrics.get(k) is None for k in weights):
+        return None
+    total = sum(weights.values())
+    return sum(float(metrics[k]) * w for k, w in weights.items()) / total
+
+
+class ObjectiveReportCallback(TuneReportCallback):
+    """Forward validation reports to Tune with `objective` and `step` added; drop the others.
+
+    Runs in the Ray Train controller. Training-only reports carry no objective, and Tune
+    rejects results without the metric ASHA and Optuna judge, so only evaluated reports go on.
+    """
+
+    def __init__(self, weights: Mapping[str, float]):
+        super().__init__()
+        self.weights = dict(weights)
+        self._step = 0
+
+    def after_report(self, run_context, metrics, checkpoint):
+        report = dict(metrics[0])
+        if "step" in report:
+            self._step = int(report["step"])
+        elif checkpoint is not None and Path(checkpoint.path).name.startswith("step-"):
+            self._step = int(Path(checkpoint.path).name.split("-")[1])
+        value = objective_value(report, self.weights)
+        if value is None:
+            return
+        report["step"] = self._step
+        report[OBJECTIVE] = value
+        super().after_report(run_context, [report], checkpoint)
+
+
+def trial_concurrency(resources: Mapping[str, float], *, cpus_per_trial: float, gpus_per_trial: float,
+                      num_samples: int, cap: int = 0) -> int:
+    """How many trials fit on the cluster at once (at least 1, at most `num_samples` and `cap`)."""
+    fits = math.floor(resources.get("CPU", 0) / cpus_per_trial + 1e-9) if cpus_per_trial > 0 else num_samples
+    if gpus_per_trial > 0:
+        fits = min(fits, math.floor(resources.get("GPU", 0) / gpus_per_trial + 1e-9))
+    n = max(1, min(fits, num_samples))
+    return min(n, cap) if cap else n
+
+
+def mixture_tasks(cfg: Any) -> list[str]:
+    """Tasks the mixture may train on: `mixture.tasks`, else the store's tasks with train rows."""
+    from medmix.data.store import ShardStore
+    if cfg.mixture.tasks:
+        tasks = list(cfg.mixture.tasks)
+    else:
+        counts = ShardStore(cfg.data.root).counts()
+        tasks = sorted(t for t, splits in counts.items() if splits.get("train", 0) > 0)
+    return [t for t in tasks if t not in set(cfg.mixture.exclude)]
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+# --- one trial (runs in a Tune trial actor) ------------------------------------------------
+
+def run_trial(params: dict, *, base: dict, space: dict, sweep: dict) -> None:
+    """Tune trainable: train the base config with `params` applied, as one Ray Train run."""
+    import ray.tune
+
+    from medmix.config import config_from_dict
+    from medmix.lineage.tracker import build_tracker
+    from medmix.train.launcher import RUN_INFO, build_torch_trainer
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    space_ = SearchSpace.from_dict(space)
+    cfg = apply_params(config_from_dict(base), space_, params)
+    cfg.name = trial_id
+    cfg.train.storage_path = str(Path(sweep["dir"]) / TRIALS_DIR)
+    run_dir = Path(cfg.train.storage_path) / trial_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    tracker = build_tracker(cfg.lineage)
+    info = read_json(run_dir / RUN_INFO)
+    tags = {"medmix.kind": "sweep-trial", "medmix.sweep": sweep["name"], "medmix.trial": trial_id,
+            "medmix.run_dir": str(run_dir)}
+    if info.get("run_id"):   # a resumed trial keeps its child run
+        tracker.start_run(trial_id, tags={**tags, "medmix.resumed": "true"}, run_id=info["run_id"])
+    else:
+        tracker.start_run(f"{sweep['name']}/{trial_id}", tags=tags, parent_run_id=sweep["parent_run_id"])
+        if tracker.run_id:
+            tracker.log_config(cfg)
+            tracker.log_params(trial_record(cfg, space_, params))
+            tracker.log_store(cfg.data.root)
+        write_json(run_dir / RUN_INFO, {"run_id": tracker.run_id, "name": trial_id, "params": params})
+
+    trainer = build_torch_trainer(cfg, tracker.run_id, run_dir, use_gpu=sweep["use_gpu"],
+                                  callbacks=[ObjectiveReportCallback(sweep["objective"])])
+    # The driver records the outcome on the child run (`_close_child_runs`): a trial that ASHA
+    # stops never gets past fit().
+    try:
+        result = trainer.fit()
+    except BaseException:
+        tracker.end_run("FAILED")
+        raise
+    tracker.end_run("FINISHED" if result.error is None else "FAILED")
+    if result.error is not None:
+        raise RuntimeError(f"trial {trial_id} failed: {result.error}")
+
+
+# --- the driver ----------------------------------------------------------------------------
+
+@dataclass
+class TrialSummary:
+    """One trial as the sweep ended it."""
+
+    trial_id: str
+    params: dict[str, Any]
+    shares: dict[str, float]
+    scale: str
+    lr: float
+    status: str
+    """complete (trained every step), stopped (by ASHA) or error."""
+    step: int
+    """The last step a validation result was reported at."""
+    objective: float | None
+    metrics: dict[str, float]
+    checkpoint: str | None
+    run_id: str | None
+    run_dir: str
+    trial_steps: int
+    """Optimizer steps this trial actually trained (every attempt), from its rank-0 ledger."""
+    error: str | None = None
+
+
+@dataclass
+class SweepResult:
+    name: str
+    sweep_dir: str
+    parent_run_id: str | None
+    space: dict[str, Any]
+    trials: list[TrialSummary]
+    best: TrialSummary | None
+    resumed: bool
+    concurrency: int
+    seconds: float
+    trial_steps: int
+    """Compute used: optimizer steps trained, summed over trials."""
+    champion: Any = None
+    analysis: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["champion"] = self.champion.to_dict() if self.champion is not None else None
+        out["analysis"] = self.analysis.to_dict() if self.analysis is not None else None
+        return out
+
+
+def run_sweep(cfg: Any, *, analyze: bool = True) -> SweepResult:
+    """Run (or resume) the sweep `cfg` describes; export and register its champion."""
+    import ray
+    from ray import tune
+
+    from medmix.config import to_dict
+    from medmix.lineage.tracker import build_tracker
+    from medmix.train.launcher import absolutize, ensure_ray, prepare
+    from medmix.train.launcher import use_gpu as launcher_use_gpu
+    from medmix.tune.law import write_trials
+
+    t0 = time.time()
+    check_train_config(cfg)
+    prepare(cfg)
+    sweep_dir = absolutize(cfg)
+    space = build_space(cfg.sweep, mixture_tasks(cfg))
+    tracker = build_tracker(cfg.lineage)
+    parent_run_id, resumed_parent = _open_parent(tracker, cfg, sweep_dir, space)
+
+    cpus_per_trial = (cfg.train.num_workers * cfg.train.cpus_per_worker + cfg.sweep.data_cpus_per_trial
+                      + TRIAL_ACTOR_CPUS)
+    ensure_ray(cpus_per_trial * max(cfg.sweep.max_concurrent, 1))
+    use_gpu = launcher_use_gpu(cfg)
+    concurrency = trial_concurrency(ray.cluster_resources(), cpus_per_trial=cpus_per_trial,
+                                    gpus_per_trial=cfg.train.num_workers if use_gpu else 0,
+                                    num_samples=cfg.sweep.num_samples, cap=cfg.sweep.max_concurrent)
+    context = {"name": cfg.name, "dir": str(sweep_dir), "parent_run_id": parent_run_id, "use_gpu": use_gpu,
+               "objective": dict(cfg.sweep.objective)}
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=to_dict(cfg), space=space.to_dict(), sweep=context),
+        {"cpu": TRIAL_ACTOR_CPUS})
+
+    tune_dir = sweep_dir / TUNE_DIR
+    resumed = tune.Tuner.can_restore(str(tune_dir))
+    if resumed:
+        log.info("resuming sweep %s from %s", cfg.name, tune_dir)
+        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space=tune_space(space),
+            tune_config=tune.TuneConfig(metric=OBJECTIVE, mode=cfg.sweep.mode, num_samples=cfg.sweep.num_samples,
+                                        search_alg=_searcher(cfg), scheduler=_scheduler(cfg),
+                                        max_concurrent_trials=concurrency, trial_dirname_creator=trial_dirname,
+                                        trial_name_creator=trial_dirname),
+            run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(sweep_dir), verbose=1,
+                                      failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_trial_failures)))
+    tracker.set_tags({"medmix.sweep.concurrency": concurrency, "medmix.sweep.resumed": str(resumed).lower()})
+    try:
+        grid = tuner.fit()
+    except BaseException:
+        tracker.end_run("KILLED")
+        raise
+
+    trials = [summarise_trial(r, cfg, space, sweep_dir) for r in grid]
+    trials.sort(key=lambda t: t.trial_id)
+    _close_child_runs(cfg, trials, parent_run_id)
+    table = trial_table(grid, space, cfg)
+    write_trials(table, sweep_dir / TRIALS_CSV)
+    best = best_trial(trials, cfg.sweep.mode)
+    result = SweepResult(name=cfg.name, sweep_dir=str(sweep_dir), parent_run_id=parent_run_id,
+                         space=space.to_dict(), trials=trials, best=best, resumed=resumed or resumed_parent,
+                         concurrency=concurrency, seconds=time.time() - t0,
+                         trial_steps=sum(t.trial_steps for t in trials))
+    _log_outcome(tracker, cfg, result, sweep_dir)
+    if cfg.sweep.champion and best is not None:
+        from medmix.tune.champion import crown
+        result.champion = crown(cfg, best, tracker, sweep_dir)
+    elif best is None:
+        result.notes.append("no trial trained every step: no best trial, no champion")
+    if analyze:
+        result.analysis = _analyze(cfg, table, space, sweep_dir, tracker, result)
+    tracker.end_run("FINISHED")
+    write_json(sweep_dir / "result.json", json.loads(json.dumps(result.to_dict(), default=str)))
+    return result
+
+
+def check_train_config(cfg: Any) -> None:
+    """What a sweep needs of `[train]`: validation results ASHA can place at a step."""
+    from medmix.config import ConfigError
+    if cfg.sweep.scheduler != "asha":
+        return
+    if not cfg.train.eval_every:
+        raise ConfigError("train.eval_every = 0 gives ASHA no intermediate validation results to stop "
+                          "trials on; set train.eval_every (e.g. = sweep.grace_period) or sweep.scheduler=fifo")
+    if cfg.train.eval_every % cfg.train.log_every:
+        # the train loop puts `step` only into logging reports; a validation result between two
+        # of them would reach ASHA without its step
+        raise ConfigError(f"train.eval_every = {cfg.train.eval_every} must be a multiple of train.log_every = "
+                          f"{cfg.train.log_every} so that every validation result carries its step")
+
+
+def trial_dirname(trial: Any) -> str:
+    """Tune trial directories (and names) are the bare trial id, like the trials' Train runs."""
+    return trial.trial_id
+
+
+def _searcher(cfg: Any):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+    seed = cfg.seed
+    sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+               "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+               "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, scramble=True)}[cfg.sweep.search]()
+    return OptunaSearch(sampler=sampler)
+
+
+def _scheduler(cfg: Any):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    if cfg.sweep.scheduler == "fifo":
+        return FIFOScheduler()
+    # max_t one past the last step, so a trial that trains every step ends by returning rather
+    # than being stopped on its final checkpoint report — unless a rung falls on the last step
+    # (`_ensure_checkpoint_record` covers that case).
+    return ASHAScheduler(time_attr="step", max_t=cfg.train.steps + 1,
+                         grace_period=min(cfg.sweep.grace_period, cfg.train.steps),
+                         reduction_factor=cfg.sweep.reduction_factor)
+
+
+def _open_parent(tracker: Any, cfg: Any, sweep_dir: Path, space: SearchSpace) -> tuple[str | None, bool]:
+    """Re-open the sweep's parent run (a re-run of the same sweep) or start it."""
+    info = read_json(sweep_dir / SWEEP_INFO)
+    tags = {"medmix.kind": "sweep", "medmix.sweep": cfg.name, "medmix.sweep_dir": str(sweep_dir)}
+    if info.get("parent_run_id"):
+        if info.get("space") and info["space"] != json.loads(json.dumps(space.to_dict())):
+            raise ValueError(f"sweep {cfg.name!r} at {sweep_dir} was started with another search space; "
+                             f"resume it with the same config or choose a new name (--set name=...)")
+        try:
+            tracker.start_run(cfg.name, tags={**tags, "medmix.resumed": "true"}, run_id=info["parent_run_id"])
+            return tracker.run_id, True
+        except Exception:  # noqa: BLE001 - the run lives in another tracking store: start anew
+            log.warning("parent run %s not found in this tracking store; starting a new one", info["parent_run_id"])
+    tracker.start_run(cfg.name, tags=tags)
+    if tracker.run_id:
+        tracker.log_config(cfg)
+        from medmix.tune.runs import OBJECTIVE_PARAM
+        tracker.log_params({"sweep.space.tasks": space.tasks, "sweep.space.params": space.param_names(),
+                            OBJECTIVE_PARAM: json.dumps(dict(cfg.sweep.objective), sort_keys=True)})
+        tracker.log_dict(space.to_dict(), "sweep/space.json")
+        tracker.log_store(cfg.data.root)
+    write_json(sweep_dir / SWEEP_INFO, {"name": cfg.name, "parent_run_id": tracker.run_id,
+                                         "space": space.to_dict(), "mode": cfg.sweep.mode,
+                                         "objective": dict(cfg.sweep.objective), "created": time.time()})
+    return tracker.run_id, False
+
+
+def summarise_trial(result: Any, cfg: Any, space: SearchSpace, sweep_dir: Path) -> TrialSummary:
+    """A Tune `Result` (plus the trial's run dir on disk) -> `TrialSummary`."""
+    from medmix.train.launcher import RUN_INFO
+    metrics = dict(result.metrics or {})
+    trial_id = Path(result.path).name   # trial_dirname() names trial dirs by trial id
+    params = {k: v for k, v in (result.config or {}).items()}
+    trial_cfg = apply_params(cfg, space, params)
+    run_dir = sweep_dir / TRIALS_DIR / trial_id
+    step = int(metrics.get("step", 0))
+    checkpoint = metrics.get("checkpoint_path")
+    if result.error is not None:
+        status = "error"
+    elif step >= cfg.train.steps:
+        status = "complete"
+    else:
+        status = "stopped"
+    return TrialSummary(
+        trial_id=trial_id, params=params, shares=mixture_from_params(space, params), scale=scale_key(trial_cfg.model),
+        lr=trial_cfg.train.lr, status=status, step=step,
+        objective=float(metrics[OBJECTIVE]) if metrics.get(OBJECTIVE) is not None else None,
+        metrics={k: float(v) for k, v in metrics.items() if k.startswith(("val_loss", "loss")) or k == OBJECTIVE},
+        checkpoint=str(checkpoint) if checkpoint and status == "complete" else None,
+        run_id=read_json(run_dir / RUN_INFO).get("run_id"), run_dir=str(run_dir),
+        trial_steps=_ledger_steps(run_dir) or step, error=str(result.error) if result.error else None)
+
+
+def _ledger_steps(run_dir: Path) -> int:
+    """Steps rank 0 trained, over every attempt (one ledger line per step)."""
+    total = 0
+    for path in (run_dir / "ledger").glob("rank0-attempt*.jsonl"):
+        with open(path) as f:
+            total += sum(1 for line in f if line.strip())
+    return total
+
+
+def best_trial(trials: list[TrialSummary], mode: str) -> TrialSummary | None:
+    """The best trial that trained every step (ASHA-stopped trials are judged at fewer steps)."""
+    done = [t for t in trials if t.status == "complete" and t.objective is not None and t.checkpoint]
+    if not done:
+        return None
+    return min(done, key=lambda t: (t.objective if mode == "min" else -t.objective, t.trial_id))
+
+
+def trial_table(grid: Any, space: SearchSpace, cfg: Any):
+    """Every evaluated (trial, step) of the sweep, as the mixture law reads it."""
+    from medmix.tune.law import TrialTable, normalise_records
+    records = []
+    for result in grid:
+        params = dict(result.config or {})
+        trial_cfg = apply_params(cfg, space, params)
+        shares = {f"share.{t}": v for t, v in mixture_from_params(space, params).items()}
+        frame = result.metrics_dataframe
+        rows = frame.to_dict("records") if frame is not None else ([result.metrics] if result.metrics else [])
+        for row in rows:
+            if row.get(OBJECTIVE) is None or (isinstance(row[OBJECTIVE], float) and math.isnan(row[OBJECTIVE])):
+                continue
+            rec = {"trial": Path(result.path).name, "step": int(row["step"]), "scale": scale_key(trial_cfg.model),
+                   "lr": trial_cfg.train.lr, **shares, OBJECTIVE: float(row[OBJECTIVE])}
+            rec.update({k: float(v) for k, v in row.items() if isinstance(k, str) and k.startswith("val_loss")
+                        and v is not None and not (isinstance(v, float) and math.isnan(v))})
+            records.append(rec)
+    return TrialTable(normalise_records(records) if records else [])
+
+
+def _close_child_runs(cfg: Any, trials: list[TrialSummary], parent_run_id: str | None) -> None:
+    """Record each trial's outcome on its child run and close it.
+
+    A trial ASHA stops (or that fails) dies with its actor before its own code can end the
+    run, so the driver closes every child run: FINISHED, KILLED (stopped early) or FAILED.
+    A trial the driver started just before it died, after Tune last saved its state, is not
+    part of the resumed sweep: its child run is closed as KILLED and tagged `orphaned`.
+    """
+    from medmix.lineage.tracker import build_tracker
+    from medmix.tune.runs import child_runs
+    tracker = build_tracker(cfg.lineage)
+    if parent_run_id and cfg.lineage.enabled:
+        ours = {t.run_id for t in trials}
+        for child in child_runs(cfg.lineage, parent_run_id):
+            if child["run_id"] not in ours and child["status"] == "RUNNING":
+                tracker.start_run(child["trial"], run_id=child["run_id"])
+                tracker.set_tags({"medmix.sweep.status": "orphaned"})
+                tracker.end_run("KILLED")
+    for t in trials:
+        if t.run_id is None:
+            continue
+        tracker.start_run(t.trial_id, run_id=t.run_id)
+        tags = {"medmix.sweep.status": t.status, "medmix.sweep.last_step": t.step}
+        if t.checkpoint:
+            tags["medmix.final_checkpoint"] = t.checkpoint
+            _ensure_checkpoint_record(cfg, tracker, t)
+        tracker.set_tags(tags)
+        tracker.end_run({"complete": "FINISHED", "stopped": "KILLED"}.get(t.status, "FAILED"))
+
+
+def _ensure_checkpoint_record(cfg: Any, tracker: Any, trial: TrialSummary) -> None:
+    """Record the final checkpoint on the child run if the trial died before rank 0 did.
+
+    Rank 0 records a checkpoint in MLflow right after reporting it; ASHA can stop the trial
+    on that very report (a rung at the last step), so the record may be missing. The
+    checkpoint's own medmix.json holds everything the record needs.
+    """
+    from medmix.train.checkpoint import read_meta
+    from medmix.tune.runs import run_artifacts
+    step = int(Path(trial.checkpoint).name.split("-")[-1])
+    if f"checkpoints/step-{step:06d}.json" in run_artifacts(cfg.lineage, trial.run_id, "checkpoints"):
+        return
+    meta = read_meta(trial.checkpoint)
+    tracker.log_metrics({k: v for k, v in meta.get("metrics", {}).items() if k != "step"}, step=meta["step"])
+    tracker.record_checkpoint(path=trial.checkpoint, step=meta["step"], metrics=meta.get("metrics"),
+                              data_state=meta.get("data_state"), parent_checkpoint=meta.get("parent_checkpoint"))
+
+
+def _log_outcome(tracker: Any, cfg: Any, result: SweepResult, sweep_dir: Path) -> None:
+    """On the parent run: the trials, the best trial and its whole config, compute used."""
+    from medmix.config import to_toml
+    counts = {s: sum(1 for t in result.trials if t.status == s) for s in ("complete", "stopped", "error")}
+    metrics = {"trials": len(result.trials), **{f"trials_{k}": v for k, v in counts.items()},
+               "trial_steps": result.trial_steps, "sweep_seconds": result.seconds}
+    best = result.best
+    if best is not None:
+        metrics["best_objective"] = best.objective
+        metrics.update({f"best/{k}": v for k, v in best.metrics.items() if k.startswith("val_loss")})
+        best_cfg = apply_params(cfg, SearchSpace.from_dict(result.space), best.params)
+        tracker.log_dict({"trial": best.trial_id, "run_id": best.run_id, "objective": best.objective,
+                          "shares": best.shares, "scale": best.scale, "lr": best.lr,
+                          "checkpoint": best.checkpoint, "params": best.params}, "sweep/best.json")
+        path = sweep_dir / "best_config.toml"
+        path.write_text(to_toml(best_cfg))
+        tracker.log_artifact(path, "sweep")
+        tracker.set_tags({"medmix.sweep.best_trial": best.trial_id, "medmix.sweep.best_run_id": best.run_id or "",
+                          "medmix.sweep.best_checkpoint": best.checkpoint or ""})
+    tracker.log_metrics(metrics, step=0)
+    tracker.log_dict({"trials": [asdict(t) for t in result.trials]}, "sweep/trials.json")
+    if (sweep_dir / TRIALS_CSV).is_file():
+        tracker.log_artifact(sweep_dir / TRIALS_CSV, "sweep")
+
+
+def _analyze(cfg: Any, table: Any, space: SearchSpace, sweep_dir: Path, tracker: Any, result: SweepResult):
+    """The mixture-law report at the end of a sweep; a sweep too small for a law is not an error."""
+    from medmix.tune.report import analyze
+    n_trials = len({r["trial"] for r in table.records})
+    if n_trials < 3:
+        result.notes.append(f"analysis skipped: {n_trials} trials with validation results (need 3)")
+        return None
+    try:
+        report = analyze(table, sweep_dir / "analysis", space=space, target_scale=cfg.sweep.target_scale,
+                         model=cfg.sweep.law_model, mode=cfg.sweep.mode, min_trials=cfg.sweep.law_min_trials,
+                         samples=cfg.sweep.law_samples, seed=cfg.seed, title=cfg.name)
+    except ValueError as exc:
+        result.notes.append(f"analysis skipped: {exc}")
+        return None
+    tracker.log_artifact(report.out_dir, "analysis")
+    return report
+

@@ -1,0 +1,192 @@
+"""A real debug sweep: Ray Tune + Optuna + ASHA over Ray Train runs, MLflow, export, registry.
+
+One sweep, run the way a user's would be interrupted: a driver process is killed mid-sweep,
+the same sweep is run again and resumes (same Tune trials, same MLflow parent run, no new
+trials), finishes, exports and registers its champion and writes its mixture-law report. A
+third run of the same name finds everything done and trains nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from medmix.config import load_config
+
+pytestmark = pytest.mark.slow
+
+OVERRIDES = ["train.steps=8", "train.eval_every=4", "train.log_every=4", "train.checkpoint_every=8",
+             "mixture.global_batch_size=8", "sweep.grace_period=4", "sweep.max_concurrent=2"]
+
+
+def sweep_overrides(tmp: Path, suite: str) -> list[str]:
+    return [f'data.root="{suite}"', f'train.storage_path="{tmp}/runs/checkpoints"',
+            f'lineage.root="{tmp}/runs"', *OVERRIDES]
+
+
+def ledger_lines(sweep_dir: Path) -> dict[str, int]:
+    return {p.parent.parent.name + "/" + p.name: len(p.read_text().splitlines())
+            for p in sweep_dir.glob("trials/*/ledger/*.jsonl")}
+
+
+def saved_trials(tune_dir: Path) -> set[str]:
+    """Trial ids in Tune's latest saved experiment state (what a restore starts from)."""
+    states = sorted(tune_dir.glob("experiment_state-*.json"))
+    if not states:
+        return set()
+    try:
+        data = json.loads(states[-1].read_text())["trial_data"]
+    except (json.JSONDecodeError, KeyError):   # being rewritten
+        return set()
+    return {json.loads(t[0] if isinstance(t, list) else t)["trial_id"] for t in data}
+
+
+def training_trials(sweep_dir: Path) -> set[str]:
+    """Trials whose Ray Train run has trained at least one step."""
+    return {p.parent.parent.name for p in sweep_dir.glob("trials/*/ledger/rank0-*.jsonl") if p.stat().st_size}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, tiny_suite, ray_local):
+    """Kill a sweep's driver mid-sweep, then run the same sweep to the end, then once more."""
+    from medmix.tune.sweep import run_sweep
+    tmp = tmp_path_factory.mktemp("sweep")
+    overrides = sweep_overrides(tmp, tiny_suite)
+    cfg = load_config("sweep_debug", overrides)
+    sweep_dir = tmp / "runs" / "checkpoints" / cfg.name
+
+    # 1. a driver on the same Ray cluster, killed as soon as two trials train and Tune has saved them
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "medmix.cli", "sweep", "--preset", "sweep_debug"]
+    for o in overrides:
+        cmd += ["--set", o]
+    log = open(tmp / "killed-driver.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 420
+    try:
+        while not (len(training_trials(sweep_dir)) >= 2 and len(saved_trials(sweep_dir / "tune")) >= 2):
+            assert proc.poll() is None, (tmp / "killed-driver.log").read_text()[-3000:]
+            assert time.time() < deadline, "the first driver never got two trials going"
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)   # the driver dies; Ray reaps the actors it owned
+        proc.wait()
+        log.close()
+    first = json.loads((sweep_dir / "sweep.json").read_text())
+    saved = saved_trials(sweep_dir / "tune")
+    finished_at_kill = {p.parent.name for p in sweep_dir.glob("trials/*/step-000008")}
+    lines_at_kill = ledger_lines(sweep_dir)
+    time.sleep(5)
+
+    # 2. the same sweep again: resumes and finishes
+    resumed = run_sweep(load_config("sweep_debug", overrides))
+    lines = ledger_lines(sweep_dir)
+    # 3. and once more: everything is done
+    again = run_sweep(load_config("sweep_debug", overrides))
+    return {"cfg": cfg, "sweep_dir": sweep_dir, "first": first, "saved": saved, "finished_at_kill":
+            finished_at_kill, "lines_at_kill": lines_at_kill, "resumed": resumed, "again": again, "lines": lines}
+
+
+def test_killed_sweep_resumes_with_the_same_trials_and_parent_run(sweep):
+    resumed = sweep["resumed"]
+    assert len(sweep["finished_at_kill"]) < 4, "the driver was killed after the sweep had finished"
+    assert resumed.resumed
+    assert resumed.parent_run_id == sweep["first"]["parent_run_id"]
+    ids = {t.trial_id for t in resumed.trials}
+    assert len(ids) == 4
+    assert sweep["saved"] <= ids, "the resumed sweep started new trials instead of its own"
+    assert all(t.status in ("complete", "stopped") for t in resumed.trials), [t.error for t in resumed.trials]
+    assert any(t.status == "complete" for t in resumed.trials)
+    # a trial that had finished before the kill is not trained again
+    for trial in sweep["finished_at_kill"]:
+        before = {k: v for k, v in sweep["lines_at_kill"].items() if k.startswith(trial + "/")}
+        after = {k: v for k, v in sweep["lines"].items() if k.startswith(trial + "/")}
+        assert sum(after.values()) == sum(before.values()), (trial, before, after)
+
+
+def test_rerunning_a_finished_sweep_trains_nothing(sweep):
+    again, resumed = sweep["again"], sweep["resumed"]
+    assert again.resumed and again.parent_run_id == resumed.parent_run_id
+    assert {t.trial_id: t.status for t in again.trials} == {t.trial_id: t.status for t in resumed.trials}
+    assert ledger_lines(sweep["sweep_dir"]) == sweep["lines"]
+    assert again.best.trial_id == resumed.best.trial_id
+    assert again.champion.version == resumed.champion.version and not again.champion.promoted
+
+
+def test_parent_and_child_runs_record_the_sweep(sweep):
+    from medmix.lineage.backend import client
+    cfg, result = sweep["cfg"], sweep["again"]
+    mlflow = client(cfg.lineage)
+    parent = mlflow.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["medmix.kind"] == "sweep"
+    artifacts = {a.path for a in mlflow.list_artifacts(result.parent_run_id, "sweep")}
+    assert {"sweep/space.json", "sweep/best.json", "sweep/best_config.toml", "sweep/trials.csv"} <= artifacts
+    assert parent.data.metrics["best_objective"] == pytest.approx(result.best.objective)
+    children = mlflow.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    # a trial started after Tune's last save before the kill is not in the resumed sweep
+    orphans = [c for c in children if c.data.tags.get("medmix.sweep.status") == "orphaned"]
+    assert all(c.info.status == "KILLED" for c in orphans)
+    children = [c for c in children if c not in orphans]
+    assert sorted(c.data.tags["medmix.trial"] for c in children) == sorted(t.trial_id for t in result.trials)
+    by_trial = {t.trial_id: t for t in result.trials}
+    for child in children:
+        trial = by_trial[child.data.tags["medmix.trial"]]
+        assert child.info.status == ("FINISHED" if trial.status == "complete" else "KILLED")
+        shares = {k[len("sweep.share."):]: float(v) for k, v in child.data.params.items()
+                  if k.startswith("sweep.share.")}
+        assert shares == pytest.approx(trial.shares, abs=1e-6)
+        assert set(shares) == {"medqa", "pubmedqa", "cxr_classify", "mimic3_summary"}
+        assert shares["mimic3_summary"] == pytest.approx(0.1)
+        assert child.data.params["mixture.strategy"] == "explicit"
+        assert child.data.params["sweep.scale"] == "debug/debug"
+        history = mlflow.get_metric_history(child.info.run_id, "val_loss")
+        assert history and history[0].step == 4
+    best_child = next(c for c in children if c.data.tags["medmix.trial"] == result.best.trial_id)
+    records = [a.path for a in mlflow.list_artifacts(best_child.info.run_id, "checkpoints")]
+    assert records == ["checkpoints/step-000008.json"]   # the checkpoint is linked to its trial's run
+
+
+def test_champion_is_exported_registered_and_aliased(sweep):
+    from medmix.lineage.backend import client
+    from medmix.lineage.registry import get_version
+    cfg, result = sweep["cfg"], sweep["resumed"]
+    champion = result.champion
+    assert champion.promoted and champion.reason.startswith("no medmix@champion")
+    assert (Path(champion.export_dir) / "model.safetensors").is_file()
+    version = get_version(cfg.lineage, "medmix", "champion")
+    assert version.version == champion.version
+    assert version.run_id == result.best.run_id
+    assert version.tags["checkpoint"] == result.best.checkpoint
+    assert float(version.tags["medmix.objective"]) == pytest.approx(result.best.objective)
+    parent = client(cfg.lineage).get_run(result.parent_run_id)
+    assert parent.data.tags["medmix.champion.version"] == champion.version
+    comparison = {a.path for a in client(cfg.lineage).list_artifacts(result.parent_run_id, "champion")}
+    assert comparison == {"champion/comparison.json"}
+
+
+def test_analysis_report_from_the_mlflow_child_runs(sweep, capsys):
+    from medmix.cli import main
+    from medmix.lineage.backend import client
+    cfg, sweep_dir = sweep["cfg"], sweep["sweep_dir"]
+    assert (sweep_dir / "analysis" / "summary.md").is_file()   # written at the end of the sweep
+    out = sweep_dir / "analysis-cli"
+    overrides = sweep_overrides(sweep_dir.parent.parent.parent, cfg.data.root)
+    rc = main(["sweep", "analyze", cfg.name, "--preset", "sweep_debug", "--out", str(out),
+               *[a for o in overrides for a in ("--set", o)]])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "Predicted best mixture" in text and "debug/debug" in text
+    for name in ("metric_vs_weight.png", "loss_vs_scale.png", "predicted_vs_observed.png", "summary.md"):
+        assert (out / name).is_file()
+    rows = (out / "trials.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 and rows[0].startswith("trial,step,scale,share.")   # 4 trials at step 4
+    logged = {a.path for a in client(cfg.lineage).list_artifacts(sweep["again"].parent_run_id, "analysis")}
+    assert "analysis/summary.md" in logged and "analysis/loss_vs_scale.png" in logged
