@@ -1,0 +1,270 @@
+"""`medmix report transfer`: generalist vs specialists at equal compute, and one task ablated.
+
+    result = transfer_report(load_config("debug", ["train.steps=40"]), tasks=["derm_pad", "cxr_classify",
+                             "cxr_report"], ablate="cxr_classify")
+    print(result.markdown)          # also result.out_dir / transfer.md, transfer.csv, transfer.png
+
+Med-PaLM M's headline claim in miniature: one model trained on every task (the generalist,
+with the config's mixture strategy over `tasks`) against one model per task (a specialist:
+mixture weight 1 on that task alone), all trained with the same steps x global batch size —
+equal compute — on the same store, then all evaluated on the same split (`eval.split`,
+test). The transfer delta of a task is generalist − specialist on its headline metric
+(positive: training on the other tasks helped). The paper's ablation retrains the generalist
+without one task (`ablate`, default cxr_classify) and reports what that does to the others
+(e.g. cxr_report, whose findings the classification task labels): ablated − generalist.
+
+Every training run is a normal `medmix train` run (MLflow run, checkpoints under
+`<out_dir>/checkpoints/`); a run whose final checkpoint already exists is reused, so a
+re-run only trains what is missing. Evaluations are `medmix evaluate` runs nested under
+their training runs; the report itself is one more MLflow run (tag `medmix.kind=transfer`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+# the one metric per task kind the table shows (the CSV has every metric)
+HEADLINE = {"mcq": "accuracy", "qa": "accuracy", "classify": "accuracy", "variant": "accuracy",
+            "risk": "auc", "vqa": "token_f1", "report": "rougeL", "summarize": "rougeL"}
+
+
+@dataclass
+class TransferRun:
+    """One trained-and-evaluated model of the comparison."""
+
+    role: str
+    """generalist, specialist or ablated."""
+    name: str
+    trained_on: list[str]
+    checkpoint: str
+    run_id: str | None
+    per_task: dict[str, dict[str, float]]
+    train_seconds: float
+    eval_seconds: float
+    reused: bool = False
+
+
+@dataclass
+class TransferResult:
+    tasks: list[str]
+    ablate: str | None
+    steps: int
+    global_batch_size: int
+    split: str
+    rows: list[dict[str, Any]]
+    """One per task: headline metric, generalist, specialist, transfer delta, ablated, ablation delta."""
+    runs: list[TransferRun] = field(default_factory=list)
+    out_dir: str = ""
+    markdown: str = ""
+    run_id: str | None = None
+    seconds: float = 0.0
+
+
+def headline(task: str) -> str:
+    from medmix.tasks import get_task
+    return HEADLINE[get_task(task).kind]
+
+
+def default_tasks(cfg: Any, store, split: str) -> list[str]:
+    """Tasks the config's mixture trains on (weight > 0) that have rows in `split`."""
+    from medmix.data.mixture import resolve_weights
+    counts = store.counts()
+    weights = resolve_weights(cfg.mixture, {t: c.get("train", 0) for t, c in counts.items()})
+    return sorted(t for t, w in weights.items() if w > 0 and counts.get(t, {}).get(split, 0) > 0)
+
+
+def _run_config(cfg: Any, name: str, storage: Path, mixture: dict[str, Any]) -> Any:
+    from medmix.config import config_from_dict, to_dict
+    data = to_dict(cfg)
+    data["name"] = name
+    data["train"]["storage_path"] = str(storage)
+    data["train"]["checkpoint_every"] = cfg.train.steps  # only the final checkpoint is evaluated
+    data["mixture"].update(mixture)
+    return config_from_dict(data)
+
+
+def _key(cfg: Any, tasks: Sequence[str]) -> str:
+    """Identify a comparison: everything that shapes the trained models."""
+    from medmix.config import flatten
+    flat = {k: v for k, v in flatten(cfg).items()
+            if k.split(".")[0] in ("model", "train", "mixture", "stream", "tokenizer", "seed")
+            and k not in ("train.storage_path",)}
+    text = json.dumps({"cfg": flat, "tasks": sorted(tasks)}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def train_and_evaluate(cfg: Any, role: str, name: str, storage: Path, mixture: dict[str, Any],
+                       trained_on: list[str], eval_tasks: list[str], report_dir: Path) -> TransferRun:
+    """Train one model of the comparison (or reuse its final checkpoint) and evaluate it."""
+    from medmix.evaluate.runner import evaluate
+    from medmix.train.checkpoint import read_meta
+    from medmix.train.launcher import train
+    run_cfg = _run_config(cfg, name, storage, mixture)
+    final = storage / name / f"step-{cfg.train.steps:06d}"
+    t0 = time.time()
+    reused = (final / "medmix.json").is_file()
+    if reused:
+        checkpoint, run_id = str(final), read_meta(final).get("run_id")
+    else:
+        result = train(run_cfg)
+        if result.error or not result.checkpoint:
+            raise RuntimeError(f"transfer report: training {role} {name} failed: {result.error or 'no checkpoint'} "
+                               f"(run directory {result.run_dir})")
+        checkpoint, run_id = result.checkpoint, result.run_id
+    train_s = time.time() - t0
+    t1 = time.time()
+    run_cfg.eval.report_dir = str(report_dir)
+    ev = evaluate(run_cfg, checkpoint, tasks=eval_tasks, name=name, progress=False)
+    return TransferRun(role, name, trained_on, checkpoint, run_id, ev.per_task, train_s, time.time() - t1, reused)
+
+
+def transfer_report(cfg: Any, tasks: Sequence[str] | None = None, ablate: str | None = "cxr_classify",
+                    out_dir: str | Path | None = None, log: bool = True) -> TransferResult:
+    """Train generalist, specialists and the ablated generalist at equal compute; compare them.
+
+    Args:
+        cfg: root config; train.steps x mixture.global_batch_size is every run's compute.
+        tasks: the tasks compared (default: the mixture's tasks with rows in eval.split).
+        ablate: the task the ablated generalist leaves out (None or absent from `tasks`: no ablation).
+        out_dir: where checkpoints, evaluation reports and the table go (default
+            `<lineage.root>/transfer/<name>-<key>`, key = hash of the settings).
+    """
+    from medmix.data.store import ShardStore
+    from medmix.train.launcher import prepare
+    t0 = time.time()
+    prepare(cfg)
+    store = ShardStore(cfg.data.root)
+    split = cfg.eval.split
+    tasks = sorted(tasks or default_tasks(cfg, store, split))
+    if not tasks:
+        raise ValueError(f"no tasks to compare: none of the mixture's tasks has {split} rows in {store.root}")
+    counts = store.counts()
+    for t in tasks:
+        headline(t)  # UnknownTaskError for a typo
+        if counts.get(t, {}).get("train", 0) <= 0 or counts.get(t, {}).get(split, 0) <= 0:
+            raise ValueError(f"task {t!r} needs train and {split} rows in {store.root} (has "
+                             f"{counts.get(t, {})})")
+    if ablate and (ablate not in tasks or len(tasks) < 2):
+        ablate = None
+    out = Path(out_dir) if out_dir else Path(cfg.lineage.root) / "transfer" / f"{cfg.name}-{_key(cfg, tasks)}"
+    storage, reports = (out / "checkpoints").resolve(), out / "eval"
+    runs = [train_and_evaluate(cfg, "generalist", f"{cfg.name}-generalist", storage,
+                               {"tasks": list(tasks), "exclude": []}, list(tasks), list(tasks), reports)]
+    for t in tasks:
+        runs.append(train_and_evaluate(cfg, "specialist", f"{cfg.name}-specialist-{t}", storage,
+                                       {"strategy": "explicit", "weights": {t: 1.0}, "tasks": [t], "exclude": []},
+                                       [t], [t], reports))
+    if ablate:
+        rest = [t for t in tasks if t != ablate]
+        runs.append(train_and_evaluate(cfg, "ablated", f"{cfg.name}-without-{ablate}", storage,
+                                       {"tasks": rest, "exclude": []}, rest, list(tasks), reports))
+    rows = comparison_rows(tasks, runs, ablate)
+    result = TransferResult(list(tasks), ablate, cfg.train.steps, cfg.mixture.global_batch_size, split, rows,
+                            runs, str(out))
+    result.markdown = write_transfer(result, out)
+    result.seconds = time.time() - t0
+    if log and cfg.lineage.enabled:
+        result.run_id = log_transfer(cfg, result)
+    return result
+
+
+def comparison_rows(tasks: Sequence[str], runs: Sequence[TransferRun], ablate: str | None) -> list[dict]:
+    gen = next(r for r in runs if r.role == "generalist")
+    abl = next((r for r in runs if r.role == "ablated"), None)
+    rows = []
+    for t in tasks:
+        spec = next(r for r in runs if r.role == "specialist" and r.trained_on == [t])
+        m = headline(t)
+        g, s = gen.per_task[t].get(m, math.nan), spec.per_task[t].get(m, math.nan)
+        row = {"task": t, "metric": m, "n": int(gen.per_task[t].get("n", 0)), "generalist": g, "specialist": s,
+               "transfer_delta": g - s}
+        if abl is not None:
+            a = abl.per_task[t].get(m, math.nan)
+            row.update({"ablated": a, "ablation_delta": a - g, "ablated_task": t == ablate})
+        rows.append(row)
+    return rows
+
+
+def write_transfer(result: TransferResult, out: Path) -> str:
+    """transfer.md (the table), transfer.csv (every metric of every model), transfer.png."""
+    from medmix.evaluate.report import markdown_table
+    out.mkdir(parents=True, exist_ok=True)
+    abl = result.ablate
+    headers = ["task", "metric", "n", "generalist", "specialist", "transfer Δ (gen − spec)"]
+    if abl:
+        headers += [f"generalist without {abl}", "ablation Δ (without − gen)"]
+    table = []
+    for r in result.rows:
+        row = [r["task"], r["metric"], r["n"], r["generalist"], r["specialist"], r["transfer_delta"]]
+        if abl:
+            row += [r["ablated"], r["ablation_delta"] if not r["ablated_task"] else f"{r['ablation_delta']:+.3f} (not trained on it)"]
+        table.append(row)
+    runs = [[r.role, r.name, ", ".join(r.trained_on), f"{r.train_seconds:.0f}" + (" (reused)" if r.reused else ""),
+             f"{r.eval_seconds:.0f}"] for r in result.runs]
+    text = "\n".join([
+        "# Generalist vs specialist per task (equal compute)", "",
+        f"Every model trained {result.steps} steps x {result.global_batch_size} examples "
+        f"({result.steps * result.global_batch_size} examples); evaluated on the {result.split} split. "
+        f"Transfer Δ > 0: the generalist beats the task's specialist.", "",
+        markdown_table(headers, table), "",
+        "## Runs", "", markdown_table(["role", "run", "trained on", "train s", "eval s"], runs), ""])
+    (out / "transfer.md").write_text(text)
+    with open(out / "transfer.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["role", "run", "trained_on", "task", "metric", "value"])
+        for r in result.runs:
+            for task, metrics in r.per_task.items():
+                for k, v in metrics.items():
+                    w.writerow([r.role, r.name, "+".join(r.trained_on), task, k, v])
+    _chart(result, out / "transfer.png")
+    return text
+
+
+def _chart(result: TransferResult, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    series = [("specialist", "specialist"), ("generalist", "generalist")]
+    if result.ablate:
+        series.append(("ablated", f"without {result.ablate}"))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(result.rows) + 1.5), 3.8))
+    width = 0.8 / len(series)
+    for j, (key, label) in enumerate(series):
+        ax.bar([i - 0.4 + width * (j + 0.5) for i in range(len(result.rows))],
+               [0 if math.isnan(r[key]) else r[key] for r in result.rows], width, label=label)
+    ax.set_xticks(range(len(result.rows)), [f"{r['task']}\n{r['metric']}" for r in result.rows], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("generalist vs specialists (equal compute)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def log_transfer(cfg: Any, result: TransferResult) -> str | None:
+    from medmix.lineage.tracker import build_tracker
+    tracker = build_tracker(cfg.lineage)
+    with tracker.start_run(f"{cfg.name}-transfer", tags={"medmix.kind": "transfer",
+                                                         "medmix.tasks": ",".join(result.tasks),
+                                                         "medmix.ablate": result.ablate or ""}) as run:
+        tracker.log_params({"tasks": result.tasks, "ablate": result.ablate, "train.steps": result.steps,
+                            "mixture.global_batch_size": result.global_batch_size, "eval.split": result.split})
+        metrics = {}
+        for r in result.runs:
+            prefix = r.role if r.role != "specialist" else f"specialist/{r.trained_on[0]}"
+            metrics.update({f"{prefix}/{t}/{k}": v for t, m in r.per_task.items() for k, v in m.items()})
+        for row in result.rows:
+            metrics[f"transfer_delta/{row['task']}"] = row["transfer_delta"]
+            if "ablation_delta" in row:
+                metrics[f"ablation_delta/{row['task']}"] = row["ablation_delta"]
+        tracker.log_metrics(metrics, step=result.steps)
+        for name in ("transfer.md", "transfer.csv", "transfer.png"):
+            tracker.log_artifact(Path(result.out_dir) / name)
+        return run.run_id
