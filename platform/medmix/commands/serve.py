@@ -1,0 +1,70 @@
+"""`medmix serve`: serve model versions over HTTP with Ray Serve, or write a Serve config file."""
+
+from __future__ import annotations
+
+import argparse
+
+from medmix.cli import add_config_args, resolve_config
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve", help="serve model versions over HTTP (Ray Serve + FastAPI), or --emit-config a Serve YAML",
+        description="Serve one or more model versions behind one HTTP API: POST /v1/predict (every task: "
+                    "generated text, option probabilities, genotype), GET /v1/tasks, GET /v1/models (lineage), "
+                    "GET /healthz, OpenAPI at /docs. Requests are batched (@serve.batch, serve.max_batch_size) "
+                    "and a request picks a version with the X-Medmix-Model header (default: the first --model). "
+                    "With MEDMIX_API_TOKEN set, every endpoint but /healthz needs `Authorization: Bearer "
+                    "<token>`. Binds 127.0.0.1 unless --host says otherwise. Uses the Ray cluster named by "
+                    "RAY_ADDRESS, else starts a local one; blocks until Ctrl-C. Limits, batching, replicas and "
+                    "GPUs: the [serve] config section (see --dry-run).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  medmix serve --model medmix@champion\n"
+               "  medmix serve --model medmix/3 --model medmix/4 --port 8080\n"
+               "  medmix serve --model medmix-runs/exports/debug-step20\n"
+               "  medmix serve --model medmix-runs/checkpoints/debug          # exports the latest step first\n"
+               "  medmix serve --model medmix@champion --emit-config serve.yaml && serve deploy serve.yaml")
+    p.add_argument("--model", dest="models", action="append", default=[], metavar="REF|DIR",
+                   help="model to serve (repeatable; the first is the default): a registry reference "
+                        "(medmix@champion, medmix/3, models:/medmix/3), an export directory (`medmix export`), "
+                        "or a training checkpoint / run directory (exported first). Default: medmix@champion")
+    p.add_argument("--host", default=None, help="address to bind (default: serve.host = 127.0.0.1; "
+                                                "0.0.0.0 exposes the API to other machines)")
+    p.add_argument("--port", type=int, default=None, help="HTTP port (default: serve.port = 8000)")
+    p.add_argument("--gpus", type=float, default=None, metavar="N",
+                   help="GPUs per model replica (default: serve.num_gpus = -1: one if the cluster has GPUs)")
+    p.add_argument("--emit-config", default=None, metavar="FILE",
+                   help="write a Ray Serve config YAML (applications, deployments, autoscaling, resources) for "
+                        "`serve deploy FILE` and exit; nothing is started")
+    p.add_argument("--detach", action="store_true",
+                   help="deploy and return, leaving the app running on the cluster (for `ray job submit`)")
+    add_config_args(p)
+    p.set_defaults(func=run)
+
+
+def apply_args(cfg, args: argparse.Namespace):
+    """--host/--port/--gpus over the config (they win over --set, as the more specific flags)."""
+    import dataclasses
+
+    from medmix.config import validate
+    changes = {k: v for k, v in (("host", args.host), ("port", args.port), ("num_gpus", args.gpus)) if v is not None}
+    if changes:
+        cfg.serve = dataclasses.replace(cfg.serve, **changes)
+        validate(cfg.serve, "serve.")
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    models = args.models or ["medmix@champion"]
+    if args.dry_run:
+        resolve_config(args)  # prints the TOML and exits
+    cfg = apply_args(resolve_config(args), args)
+    if args.emit_config:
+        from medmix.serve.server import emit_config
+        emit_config(cfg, models, args.emit_config)
+        print(f"wrote {args.emit_config}: application {cfg.serve.app_name!r} serving {', '.join(models)}; "
+              f"deploy with `serve deploy {args.emit_config}`")
+        return 0
+    from medmix.serve.server import serve_forever
+    return serve_forever(cfg, models, detach=args.detach)

@@ -1,0 +1,246 @@
+"""The Ray Serve application: a FastAPI ingress in front of a batched, multiplexed model deployment.
+
+    medmix serve --model medmix@champion                 # run it here, until Ctrl-C
+    serve deploy serve.yaml                              # from `medmix serve --emit-config`
+    build_app({"models": ["medmix@champion"]})           # what that YAML's import_path calls
+
+HTTP (all JSON; OpenAPI at /docs):
+    POST /v1/predict   {task, inputs, options} -> text (+ option probabilities, genotype)
+    GET  /v1/tasks     each task's input fields and a working example body
+    GET  /v1/models    the served versions and their lineage
+    GET  /healthz      liveness (no token needed)
+
+Two deployments. `MedmixIngress` (FastAPI, CPU) authenticates, enforces the limits, decodes
+images and tokenizes with each served model's own tokenizer (`medmix.serve.inputs`, the
+training code path); only a request that passed every check reaches the model. `MedmixModel`
+holds up to `serve.max_models_per_replica` versions per replica (`@serve.multiplexed`; the
+`X-Medmix-Model` header, `serve_multiplexed_model_id` header or `model` field picks one) and
+answers through `@serve.batch` (`medmix.serve.runner`: length buckets, one forward pass per
+bucket), its `max_ongoing_requests` set so that batches can fill. A batch runs on the
+replica's event loop by default: requests arriving meanwhile queue in Ray and join the next
+batch together (`serve.compute_in_thread` trades that for health checks answered mid-batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ray import serve
+
+from medmix.observability.metrics import record_batch, set_served_model
+from medmix.serve.config import ServeConfig, resolve_num_gpus
+from medmix.serve.inputs import InputError, Limits, Preprocessor, genotype, task_info
+from medmix.serve.models import ModelEntry, local_path
+
+log = logging.getLogger(__name__)
+
+INGRESS_NAME = "MedmixIngress"
+MODEL_NAME = "MedmixModel"
+
+
+def _config(sections: dict[str, Any]):
+    """A root config from plain dicts (what travels to replicas and sits in the Serve YAML)."""
+    from medmix.config import config_from_dict
+    return config_from_dict({k: v for k, v in sections.items() if k in ("serve", "lineage")})
+
+
+def _sections(cfg) -> dict[str, Any]:
+    return {"serve": dataclasses.asdict(cfg.serve), "lineage": dataclasses.asdict(cfg.lineage)}
+
+
+# --- the model deployment ------------------------------------------------------------------
+
+@serve.deployment(name=MODEL_NAME)
+class MedmixModel:
+    """Model versions (multiplexed) answering batches of prepared requests."""
+
+    def __init__(self, entries: list[dict], sections: dict[str, Any]):
+        import torch
+
+        from medmix.serve.runner import pick_device
+        cfg = _config(sections)
+        self.cfg: ServeConfig = cfg.serve
+        self.lineage = cfg.lineage
+        self.entries = {e["id"]: ModelEntry.from_dict(e) for e in entries}
+        self.device = pick_device()
+        import medmix.model.export  # noqa: F401 - pay torch/timm/transformers imports before the first request
+        if self.device == "cpu":
+            torch.set_num_threads(self.cfg.torch_threads or max(1, int(self.cfg.num_cpus)))
+
+        async def load_model(model_id: str):
+            return await asyncio.to_thread(self._load, model_id)
+
+        # built here (not as a class decorator) so the LRU size comes from the config
+        self.get_model = serve.multiplexed(max_num_models_per_replica=self.cfg.max_models_per_replica)(load_model)
+        self.predict_batch.set_max_batch_size(self.cfg.max_batch_size)
+        self.predict_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
+
+    def _load(self, model_id: str):
+        from medmix.serve.runner import ModelRunner
+        if model_id not in self.entries:
+            raise KeyError(f"model {model_id!r} is not served by this deployment ({', '.join(self.entries)})")
+        path = local_path(self.entries[model_id], self.lineage)
+        t0 = time.perf_counter()
+        runner = ModelRunner.load(path, device=self.device, dtype=self.cfg.dtype,
+                                  max_pad_fraction=self.cfg.max_pad_fraction)
+        log.info("loaded %s from %s on %s in %.1fs", model_id, path, self.device, time.perf_counter() - t0)
+        return runner
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
+    async def predict_batch(self, items: list) -> list[dict]:
+        record_batch(len(items), serve.get_multiplexed_model_id())
+        # Serve splits batches by multiplexed model id, so one batch is one model
+        runner = await self.get_model(serve.get_multiplexed_model_id())
+        if self.cfg.compute_in_thread:
+            return await asyncio.to_thread(runner.run, items)
+        # On the event loop: requests that arrive meanwhile wait in Ray's queue and are admitted
+        # together when the batch ends. In a thread, the decode loop and the event loop fight for
+        # the GIL and only ~4 requests got in per batch at concurrency 32 (benchmarks/serve.py).
+        return runner.run(items)
+
+    async def predict(self, item) -> dict:
+        return await self.predict_batch(item)
+
+
+# --- the HTTP ingress ----------------------------------------------------------------------
+
+@serve.deployment(name=INGRESS_NAME)
+@serve.ingress()
+class MedmixIngress:
+    """FastAPI front: auth, limits, validation and preprocessing; forwards to MedmixModel."""
+
+    def __init__(self, model, entries: list[dict], sections: dict[str, Any], token_sha256: str | None):
+        from medmix.tasks import all_tasks
+        cfg = _config(sections)
+        self.model = model
+        self.handles: dict[str, Any] = {}
+        self.cfg: ServeConfig = cfg.serve
+        self.limits = Limits.from_config(self.cfg)
+        self.entries = [ModelEntry.from_dict(e) for e in entries]
+        self.prep = {e.id: Preprocessor.from_export(local_path(e, cfg.lineage)) for e in self.entries}
+        self.names = {}
+        for e in self.entries:
+            for name in e.names():
+                self.names.setdefault(name, e.id)
+        self.by_id = {e.id: e for e in self.entries}
+        self.default = self.entries[0].id
+        self.token_sha256 = token_sha256
+        self.tasks = [task_info(spec) for spec in all_tasks()]
+        self.models = [{**e.describe(), "default": e.id == self.default} for e in self.entries]
+        # decoding and tokenizing are CPU work: off the event loop, a few at a time
+        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="medmix-prep")
+        set_served_model([e.id for e in self.entries])  # Prometheus: the versions this app answers with
+
+    def __serve_build_asgi_app__(self):
+        from medmix.serve.http import build_http_app
+        return build_http_app(self)
+
+    def pick_model(self, header: str | None, field: str | None) -> str:
+        name = header or field
+        if not name:
+            return self.default
+        if name not in self.names:
+            raise InputError(f"model {name!r} is not served here; served: "
+                             f"{', '.join(e.id for e in self.entries)} (GET /v1/models)",
+                             "X-Medmix-Model" if header else "model", status=404)
+        return self.names[name]
+
+    async def predict(self, body, header_model: str | None) -> dict:
+        """Validate, preprocess, ask the model, build the response (raises InputError)."""
+        from medmix.tasks import get_task
+        from medmix.tasks.spec import UnknownTaskError
+        t0 = time.perf_counter()
+        model_id = self.pick_model(header_model, body.model)
+        try:
+            spec = get_task(body.task)
+        except UnknownTaskError as exc:
+            raise InputError(str(exc), "task") from None
+        prep = self.prep[model_id]
+        loop = asyncio.get_running_loop()
+        item = await loop.run_in_executor(self.executor, prep.prepare, spec, body.inputs, body.options, self.limits)
+        if model_id not in self.handles:  # one handle per version: Serve routes it to replicas holding it
+            self.handles[model_id] = self.model.options(multiplexed_model_id=model_id)
+        result = await self.handles[model_id].predict.remote(item)
+        if "error" in result:
+            raise RuntimeError(f"model {model_id} failed on this request: {result['error']}")
+        entry = self.by_id[model_id]
+        out: dict[str, Any] = {
+            "task": spec.name, "text": prep.decode(result["tokens"]),
+            "model": {"id": entry.id, "version": entry.version, "digest": entry.digest},
+            "finish_reason": result["finish_reason"], "num_prompt_tokens": len(item.prompt_ids),
+            "num_generated_tokens": len(result["tokens"]), "exemplar": item.exemplar,
+            "truncated": item.truncated, "batch_size": result.get("batch_size", 1),
+            "ignored_fields": item.ignored_fields,
+        }
+        if item.options and "option_probs" in result:
+            probs = result["option_probs"]
+            out["options"] = [{"option": o, "prob": p, "logprob": lp}
+                              for o, p, lp in zip(item.options, probs, result["option_logprobs"])]
+            out["prediction"] = item.options[max(range(len(probs)), key=probs.__getitem__)]
+            if spec.kind == "variant":
+                out["genotype"] = genotype(probs)
+        out["latency_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        return out
+
+
+# --- building the application --------------------------------------------------------------
+
+def deployment_options(cfg: ServeConfig, num_gpus: float | None = None) -> dict[str, dict[str, Any]]:
+    """Per-deployment Serve options (what `.options()` gets and what the YAML lists)."""
+    model: dict[str, Any] = {"max_ongoing_requests": cfg.ongoing_requests,
+                             # a batch runs on the replica's event loop: give long ones room
+                             # before Serve calls the replica unhealthy
+                             "health_check_timeout_s": cfg.health_check_timeout_s,
+                             "ray_actor_options": {"num_cpus": cfg.num_cpus}}
+    if num_gpus:
+        model["ray_actor_options"]["num_gpus"] = num_gpus
+    if cfg.max_replicas > cfg.min_replicas:
+        model["autoscaling_config"] = {"min_replicas": cfg.min_replicas, "initial_replicas": cfg.min_replicas,
+                                       "max_replicas": cfg.max_replicas,
+                                       "target_ongoing_requests": cfg.autoscale_target}
+    else:
+        model["num_replicas"] = cfg.min_replicas
+    if not cfg.access_log:
+        model["logging_config"] = {"enable_access_log": False}
+    ingress = {"num_replicas": cfg.ingress_replicas,
+               # the ingress only awaits: let it hold every request the model replicas can
+               "max_ongoing_requests": max(256, 2 * cfg.ongoing_requests * cfg.max_replicas),
+               "ray_actor_options": {"num_cpus": cfg.ingress_num_cpus}}
+    if not cfg.access_log:
+        ingress["logging_config"] = {"enable_access_log": False}
+    return {MODEL_NAME: model, INGRESS_NAME: ingress}
+
+
+def build_application(cfg, entries: list[ModelEntry], token_sha256: str | None = None):
+    """The bound Serve application for already resolved models."""
+    opts = deployment_options(cfg.serve, resolve_num_gpus(cfg.serve))
+    sections = _sections(cfg)
+    plain = [e.to_dict() for e in entries]
+    model = MedmixModel.options(**opts[MODEL_NAME]).bind(plain, sections)
+    return MedmixIngress.options(**opts[INGRESS_NAME]).bind(model, plain, sections, token_sha256)
+
+
+def build_app(args: dict[str, Any]):
+    """Application builder for `serve run` / `serve deploy` (the YAML's import_path).
+
+    Args (the YAML's `args`):
+        models: list of `--model` values (registry refs, export or checkpoint directories).
+        serve, lineage: the `serve` and `lineage` config sections (defaults where left out).
+    The API token comes from $MEDMIX_API_TOKEN where the app is built (the cluster).
+    """
+    from medmix.serve.auth import token_digest
+    from medmix.serve.models import resolve_models
+    args = dict(args or {})
+    models = args.pop("models", None)
+    if isinstance(models, str):
+        models = [models]
+    unknown = sorted(set(args) - {"serve", "lineage"})
+    if unknown:
+        raise ValueError(f"build_app args: unknown key {unknown[0]!r}; valid: models, serve, lineage")
+    cfg = _config(args)
+    return build_application(cfg, resolve_models(list(models or []), cfg.lineage), token_digest())

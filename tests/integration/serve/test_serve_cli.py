@@ -1,0 +1,104 @@
+"""`medmix serve` end to end: registry references resolve to versions; a training checkpoint is
+exported and served by the real CLI process, answering through `medmix.serve.client.ask`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import suite_config
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serve_helpers import free_port, make_export  # noqa: E402
+
+
+def test_registry_references_resolve_and_the_champion_answers(ray_local, tiny_suite, tmp_path):
+    from medmix.lineage.registry import register_export, set_alias
+    from medmix.lineage.tracker import build_tracker
+    from medmix.serve.models import resolve_models, weights_digest
+    from medmix.serve.server import answer_once
+    cfg = suite_config(tmp_path, tiny_suite, f"serve.port={free_port()}", "serve.num_gpus=0")
+    exports = [make_export(tmp_path / f"e{seed}", cfg, seed) for seed in (0, 1)]
+    tracker = build_tracker(cfg.lineage)
+    with tracker.start_run("debug") as run:
+        versions = [register_export(cfg.lineage, e, run.run_id) for e in exports]
+    set_alias(cfg.lineage, "medmix", "champion", versions[0])
+    entries = resolve_models(["medmix@champion", f"medmix/{versions[1]}", f"models:/medmix/{versions[0]}"],
+                             cfg.lineage)
+    assert [e.id for e in entries] == [f"medmix/{v}" for v in versions]  # the duplicate merged
+    champ, other = entries
+    assert champ.version == versions[0] and {"medmix@champion", "champion", versions[0],
+                                             f"models:/medmix/{versions[0]}"} <= set(champ.aliases)
+    assert champ.digest == weights_digest(exports[0]) != other.digest
+    assert Path(champ.path).is_dir() and Path(champ.path) != exports[0]  # fetched from the registry
+    assert champ.describe()["lineage"]["checkpoint"] == "random-init-seed-0"
+    with pytest.raises(Exception, match="no model version medmix/99"):
+        resolve_models(["medmix/99"], cfg.lineage)
+    with pytest.raises(FileNotFoundError, match="no such directory, and not a registry reference"):
+        resolve_models([str(tmp_path / "nope")], cfg.lineage)
+    # what `make demo` ends with: serve the champion, ask about one test example over HTTP, stop
+    shown = answer_once(cfg, "medmix@champion", "cxr_classify")
+    assert shown["answer"]["model"] == {"id": f"medmix/{versions[0]}", "version": versions[0],
+                                        "digest": champ.digest}
+    assert shown["answer"]["prediction"] in ("yes", "no") and shown["reference"] in ("yes", "no")
+    assert shown["request"]["inputs"]["image"] == "<base64 image>"
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    import httpx
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"medmix serve exited early ({proc.returncode}):\n{proc.stdout.read()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    raise AssertionError(f"{url} not ready after {timeout}s")
+
+
+def test_medmix_serve_exports_a_checkpoint_and_answers(ray_local, tiny_suite, tmp_path):
+    import ray
+
+    from medmix.serve.client import APIError, ask, models
+    from medmix.train.launcher import train
+    cfg = suite_config(tmp_path, tiny_suite, "train.steps=2", "train.checkpoint_every=2", "train.num_workers=1")
+    result = train(cfg)
+    assert result.error is None and result.checkpoint
+    port, token = free_port(), "cli-test-token"
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "MEDMIX_API_TOKEN": token,
+           "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "medmix.cli", "serve", "--model", result.run_dir, "--port", str(port),
+           "--set", f'lineage.root="{tmp_path}/runs"', "--set", "serve.num_gpus=0"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc, timeout=300)
+        answer = ask(url, "pubmedqa", {"abstract": "Aspirin lowered stroke recurrence in a trial.",
+                                       "question": "Does aspirin reduce recurrent stroke?"}, token=token)
+        assert answer["model"]["id"].startswith("export-") and answer["prediction"] in ("yes", "no", "maybe")
+        (served,) = models(url, token=token)
+        assert served["lineage"]["step"] == 2
+        assert served["lineage"]["checkpoint"] == str(Path(result.checkpoint).resolve())
+        assert served["lineage"]["run_id"] == result.run_id
+        assert (tmp_path / "runs" / "exports" / "serve-debug-step2" / "model.safetensors").is_file()
+        with pytest.raises(APIError) as err:
+            ask(url, "pubmedqa", {"abstract": "a"}, token="wrong")
+        assert err.value.status == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    assert "medmix serving at" in out and "Bearer token required" in out and "shutting down" in out

@@ -1,0 +1,392 @@
+"""The HTTP API on a real Ray Serve app on localhost: answers equal offline inference, every
+malformed request is a 4xx JSON, auth holds, and 500 requests at concurrency 32 get no 5xx.
+
+One app per module (Serve start + model load take a while): two debug model versions behind
+one multiplexed deployment, a bearer token, and limits small enough to hit cheaply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+import base64
+import json
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import suite_config
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serve_helpers import free_port, make_export  # noqa: E402
+
+TOKEN = secrets.token_urlsafe(24)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MAX_CHARS = 4000
+MAX_BODY = 3_000_000
+
+
+@dataclass
+class Served:
+    url: str
+    cfg: object
+    entries: list
+    exports: list
+
+
+@pytest.fixture(scope="module")
+def served(ray_local, tiny_suite, tmp_path_factory):
+    from ray import serve
+
+    from medmix.serve import server
+    from medmix.serve.auth import token_digest
+    from medmix.serve.models import resolve_models
+    tmp = tmp_path_factory.mktemp("serve-http")
+    cfg = suite_config(tmp, tiny_suite, f"serve.port={free_port()}", "serve.max_batch_size=8",
+                       "serve.batch_wait_timeout_s=0.05", "serve.max_new_tokens=32", "serve.default_max_new_tokens=8",
+                       f"serve.max_body_bytes={MAX_BODY}", "serve.max_image_pixels=4000000",
+                       f"serve.max_input_chars={MAX_CHARS}", "serve.max_images=20", "serve.num_gpus=0")
+    exports = [make_export(tmp / f"v{seed}", cfg, seed) for seed in (0, 1)]
+    entries = resolve_models([str(p) for p in exports], cfg.lineage)
+    url = server.start(cfg, entries, token_digest(TOKEN))
+    yield Served(url, cfg, entries, exports)
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    with httpx.Client(base_url=served.url, timeout=120.0) as c:
+        yield c
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_health_auth_and_errors_are_json(client):
+    assert client.get("/healthz").status_code == 200  # no token needed
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                    {"Authorization": TOKEN}):
+        for method, path in (("GET", "/v1/tasks"), ("GET", "/v1/models"), ("POST", "/v1/predict"),
+                             ("GET", "/docs"), ("GET", "/nowhere")):
+            r = client.request(method, path, headers=headers, json={"task": "medqa", "inputs": {}})
+            assert r.status_code == 401, (headers, path)
+            assert r.json()["status"] == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    r = client.get("/nowhere", headers=AUTH)
+    assert r.status_code == 404 and "no route" in r.json()["error"]
+    r = client.get("/v1/predict", headers=AUTH)
+    assert r.status_code == 405 and r.json()["status"] == 405
+    assert client.get("/docs", headers=AUTH).status_code == 200
+    assert "/v1/predict" in client.get("/openapi.json", headers=AUTH).json()["paths"]
+
+
+def test_tasks_examples_and_models(client, served):
+    from medmix.tasks import task_names
+    tasks = client.get("/v1/tasks", headers=AUTH).json()
+    assert [t["name"] for t in tasks] == task_names()
+    for t in tasks:  # every task's example is a working request
+        r = client.post("/v1/predict", json=t["example"], headers=AUTH)
+        assert r.status_code == 200, (t["name"], r.text)
+        body = r.json()
+        assert body["model"]["id"] == served.entries[0].id and len(body["model"]["digest"]) == 64
+        assert (body.get("options") is not None) == (t["kind"] in ("mcq", "qa", "classify", "variant", "risk"))
+        if t["kind"] == "variant":
+            assert body["genotype"]["gt"] in ("0/0", "0/1", "1/1")
+    models = client.get("/v1/models", headers=AUTH).json()
+    assert [m["id"] for m in models] == [e.id for e in served.entries] and models[0]["default"]
+    assert models[1]["lineage"]["checkpoint"] == "random-init-seed-1" and models[0]["max_seq_len"] == 256
+
+
+# --- predictions equal offline inference -------------------------------------------------------
+
+def offline(export: Path, task: str, inputs: dict, max_new: int | None):
+    """The training code path, called directly: decode, encode, generate, score."""
+    import torch
+
+    from medmix.data.encode import encode_options, encode_prompt
+    from medmix.data.images import decode_image, to_model_input
+    from medmix.data.tokenizer import MedmixTokenizer
+    from medmix.model import generate, load_exported, score_options
+    from medmix.tasks import get_task
+    model, config = load_exported(export)
+    meta = config["meta"]
+    tok = MedmixTokenizer.from_file(export / "tokenizer.json")
+    spec = get_task(task)
+    raw = inputs.get("images") or ([inputs["image"]] if "image" in inputs else [])
+    px = [to_model_input(decode_image(base64.b64decode(s)), meta["image_size"]) for s in raw]
+    pixels = torch.from_numpy(np.stack(px)) if px else None
+    ctx = {k: v for k, v in inputs.items() if k not in ("image", "images")}
+    args = (tok, spec, ctx, len(px), meta["num_image_tokens"])
+    scores = None
+    if spec.has_options:
+        enc = encode_options(*args, meta["max_seq_len"], exemplar=meta["exemplar"])
+        n = enc[0].num_prompt_tokens
+        opts = [e.input_ids[n:] for e in enc]
+        max_new = max_new or max(map(len, opts))
+        scores = score_options(model, [enc[0].input_ids[:n]], [opts], pixels, pad_token_id=meta["pad_id"])[0]
+    prompt = encode_prompt(*args, meta["max_seq_len"] - max_new, exemplar=meta["exemplar"]).input_ids
+    tokens = generate(model, [prompt], pixels, max_new_tokens=max_new, eos_token_id=meta["eos_id"],
+                      pad_token_id=meta["pad_id"])[0]
+    return tok.decode(tokens).strip(), tokens, scores
+
+
+def store_requests(suite_root: str, tasks: list[str], per_task: int = 2) -> list[dict]:
+    from medmix.data.store import ShardStore
+    store = ShardStore(suite_root)
+    out = []
+    for task in tasks:
+        for _, row in zip(range(per_task), store.iter_examples(task, "test")):
+            inputs = dict(row.context)
+            if row.images:
+                inputs["image"] = b64(row.images[0])
+            out.append({"task": task, "inputs": inputs,
+                        "options": {} if task in ("cxr_classify", "derm_pad", "medqa") else {"max_new_tokens": 12}})
+    return out
+
+
+async def post_all(url: str, bodies: list[dict], headers: dict, concurrency: int) -> list[httpx.Response]:
+    sem = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120.0, limits=limits) as c:
+        async def one(body):
+            async with sem:
+                if isinstance(body, (bytes, str)):
+                    return await c.post("/v1/predict", content=body,
+                                        headers={**headers, "Content-Type": "application/json"})
+                return await c.post("/v1/predict", json=body, headers=headers)
+        return await asyncio.gather(*(one(b) for b in bodies))
+
+
+def test_http_predictions_equal_offline_generate_and_score(served, tiny_suite):
+    tasks = ["cxr_classify", "derm_pad", "medqa", "cxr_report", "mimic3_summary", "path_vqa"]
+    bodies = store_requests(tiny_suite, tasks)
+    for version, export in enumerate(served.exports):
+        headers = {**AUTH, "X-Medmix-Model": served.entries[version].id}
+        responses = asyncio.run(post_all(served.url, bodies, headers, concurrency=len(bodies)))
+        assert max(r.json()["batch_size"] for r in responses) > 1  # the requests were batched
+        for body, r in zip(bodies, responses):
+            assert r.status_code == 200, r.text
+            got = r.json()
+            assert got["model"]["id"] == served.entries[version].id == r.headers["x-medmix-model"]
+            text, tokens, scores = offline(export, body["task"], body["inputs"],
+                                           body["options"].get("max_new_tokens"))
+            assert got["text"] == text and got["num_generated_tokens"] == len(tokens), body["task"]
+            if scores is not None:
+                np.testing.assert_allclose([o["prob"] for o in got["options"]], scores.probs, atol=1e-4)
+                assert got["prediction"] == got["options"][scores.best]["option"]
+
+
+def test_model_selection_by_header_alias_and_field(client, served):
+    body = {"task": "medqa", "inputs": {"question": "Which vitamin prevents scurvy?",
+                                        "options": ["A", "B", "C", "D"]}}
+    by_id = [client.post("/v1/predict", json=body, headers={**AUTH, "X-Medmix-Model": e.id}).json()
+             for e in served.entries]
+    assert [b["model"]["id"] for b in by_id] == [e.id for e in served.entries]
+    assert by_id[0]["options"] != by_id[1]["options"]  # two different versions answered
+    alias = client.post("/v1/predict", json=body, headers={**AUTH, "serve_multiplexed_model_id": served.entries[1].aliases[0]})
+    assert alias.json()["model"]["id"] == served.entries[1].id
+    field = client.post("/v1/predict", json={**body, "model": served.entries[1].id}, headers=AUTH)
+    assert field.json()["options"] == by_id[1]["options"]
+    r = client.post("/v1/predict", json=body, headers={**AUTH, "X-Medmix-Model": "medmix/999"})
+    assert r.status_code == 404 and r.json()["field"] == "X-Medmix-Model" and served.entries[0].id in r.json()["error"]
+
+
+def test_body_size_limit_declared_and_streamed(client):
+    big = json.dumps({"task": "medqa", "inputs": {"question": "x" * (MAX_BODY + 10)}})
+    r = client.post("/v1/predict", content=big, headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 413 and "serve.max_body_bytes" in r.json()["error"]
+
+    def chunks():  # no Content-Length: the limit is counted while reading
+        for _ in range(MAX_BODY // 65536 + 2):
+            yield b"x" * 65536
+    r = client.post("/v1/predict", content=chunks(), headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 413
+
+
+# --- malformed requests (hypothesis) ------------------------------------------------------------
+
+def _png(size: int = 24) -> bytes:
+    from medmix.data.images import encode_png
+    return encode_png(np.random.default_rng(size).integers(0, 255, (size, size), dtype=np.uint8))
+
+
+def _png_header(width: int, height: int) -> bytes:
+    from tests.unit.serve.test_serve_inputs import png_header_only
+    return png_header_only(width, height)
+
+
+TASKS = ["cxr_classify", "medqa", "volume_report", "mimic3_summary", "variant_calling"]
+# NaN and Infinity included: Python's JSON writes them, and the server must refuse them cleanly
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20))
+json_values = st.recursive(json_scalars, lambda c: st.one_of(st.lists(c, max_size=3),
+                                                             st.dictionaries(st.text(max_size=8), c, max_size=3)),
+                           max_leaves=8)
+not_a_dict = json_values.filter(lambda v: not isinstance(v, dict))
+not_a_str = json_values.filter(lambda v: not isinstance(v, str))
+good_image = {"condition": "edema"}
+
+
+def _valid_inputs(task: str) -> dict:
+    return {"cxr_classify": {"condition": "edema", "image": b64(_png())},
+            "medqa": {"question": "q?", "options": ["a", "b"]},
+            "volume_report": {"images": [b64(_png())] * 2},
+            "mimic3_summary": {"findings": "clear lungs"},
+            "variant_calling": {"locus": "chr1:5 A>G", "image": b64(_png())}}[task]
+
+
+@st.composite
+def malformed(draw):
+    """(body bytes or object, headers) that is wrong in at least one way."""
+    kind = draw(st.sampled_from(["raw", "top", "task", "inputs", "options", "image", "field", "huge", "model",
+                                 "surrogate"]))
+    task = draw(st.sampled_from(TASKS))
+    good = {"task": task, "inputs": _valid_inputs(task)}
+    if kind == "raw":  # not JSON at all, or JSON that is not an object
+        raw = draw(st.one_of(st.binary(max_size=200).filter(lambda b: not _is_json_object(b)),
+                             not_a_dict.map(lambda v: json.dumps(v).encode())))
+        return raw, {}
+    if kind == "top":  # missing or extra top-level keys
+        body = dict(good)
+        if draw(st.booleans()):
+            body.pop(draw(st.sampled_from(["task", "inputs"])))
+        else:
+            body[draw(st.text(min_size=1, max_size=10).filter(lambda k: k not in ("task", "inputs", "options", "model")))] = 1
+        return body, {}
+    if kind == "task":  # wrong type or unknown
+        from medmix.tasks import task_names
+        bad = draw(st.one_of(not_a_str, st.text(max_size=80).filter(lambda t: t not in task_names())))
+        return {**good, "task": bad}, {}
+    if kind == "inputs":
+        return {**good, "inputs": draw(not_a_dict)}, {}
+    if kind == "options":  # wrong types or out of range
+        key, bad = draw(st.sampled_from([
+            ("max_new_tokens", st.one_of(st.integers(max_value=0), st.integers(min_value=33, max_value=10**9),
+                                         st.text(max_size=5).filter(lambda s: not _is_number(s)), st.floats(allow_nan=False).filter(lambda f: not f.is_integer()))),
+            ("temperature", st.one_of(st.floats(max_value=-0.001), st.floats(min_value=5.01, allow_infinity=False),
+                                      st.text(min_size=1, max_size=5).filter(lambda s: not _is_number(s)))),
+            ("top_p", st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.001, allow_infinity=False))),
+            ("seed", st.integers(max_value=-1)),
+            ("bogus_option", json_values),
+        ]))
+        return {**good, "options": {key: draw(bad)}}, {}
+    if kind == "image":  # bad base64, other formats, truncated, oversized, wrong type, too many
+        png = _png()
+        bad = draw(st.sampled_from(["b64", "format", "truncated", "oversized", "type", "many", "dicom"]))
+        inputs = {"condition": "edema"}
+        if bad == "b64":
+            inputs["image"] = draw(st.text(min_size=1, max_size=40).filter(lambda s: not _is_b64(s)))
+        elif bad == "format":
+            inputs["image"] = b64(draw(st.binary(min_size=1, max_size=300).filter(
+                lambda b: not b.startswith((b"\x89PNG", b"\xff\xd8\xff")) and b[128:132] != b"DICM")))
+        elif bad == "truncated":
+            inputs["image"] = b64(png[:draw(st.integers(1, len(png) // 2))])  # half the pixel data is gone
+        elif bad == "oversized":
+            w = draw(st.integers(2001, 60000))
+            inputs["image"] = b64(_png_header(w, w))
+        elif bad == "type":
+            inputs["image"] = draw(not_a_str.filter(lambda v: v is not None))
+        elif bad == "many":
+            return {"task": "volume_report", "inputs": {"images": [b64(png)] * draw(st.integers(21, 40))}}, {}
+        else:
+            inputs["image"] = b64(b"\0" * 128 + b"DICM" + draw(st.binary(max_size=64)))
+        return {"task": "cxr_classify", "inputs": inputs}, {}
+    if kind == "field":  # missing required fields, wrong value types
+        which = draw(st.sampled_from(["no_condition", "no_options", "nested", "options_fixed", "no_image"]))
+        if which == "no_condition":
+            return {"task": "cxr_classify", "inputs": {"image": b64(_png())}}, {}
+        if which == "no_options":
+            return {"task": "medqa", "inputs": {"question": "q?"}}, {}
+        if which == "nested":
+            return {"task": "mimic3_summary", "inputs": {"findings": draw(st.one_of(
+                st.lists(json_scalars, max_size=3), st.dictionaries(st.text(max_size=4), json_scalars, max_size=2)))}}, {}
+        if which == "options_fixed":
+            return {"task": "cxr_classify", "inputs": {**good_image, "image": b64(_png()), "options": ["x", "y"]}}, {}
+        return {"task": "cxr_classify", "inputs": dict(good_image)}, {}
+    if kind == "surrogate":  # JSON can carry lone surrogates; tokenizers and UTF-8 cannot
+        bad = draw(st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=3))
+        where = draw(st.sampled_from(["value", "key", "option"]))
+        if where == "value":
+            return {"task": "mimic3_summary", "inputs": {"findings": "clear " + bad}}, {}
+        if where == "key":
+            return {"task": "mimic3_summary", "inputs": {"findings": "clear", bad: "x"}}, {}
+        return {"task": "medqa", "inputs": {"question": "q?", "options": ["a", bad]}}, {}
+    if kind == "huge":  # text past serve.max_input_chars
+        n = draw(st.integers(MAX_CHARS + 1, 4 * MAX_CHARS))
+        return {"task": "mimic3_summary", "inputs": {"findings": "f" * n}}, {}
+    return good, {"X-Medmix-Model": draw(st.text(min_size=1, max_size=20).filter(
+        lambda s: s.isprintable() and s.isascii() and s.strip() == s and not s.startswith("export-")))}
+
+
+def _is_json_object(b: bytes) -> bool:
+    try:
+        return isinstance(json.loads(b), dict)
+    except ValueError:
+        return False
+
+
+def _is_b64(s: str) -> bool:
+    try:
+        return bool(base64.b64decode("".join(s.split()), validate=True))
+    except ValueError:
+        return False
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+SEEN: list[int] = []
+
+
+@settings(max_examples=240, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(case=malformed())
+def test_malformed_requests_get_4xx_json(client, case):
+    body, headers = case
+    headers = {**AUTH, **headers}
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = client.post("/v1/predict", content=content, headers={**headers, "Content-Type": "application/json"})
+    SEEN.append(r.status_code)
+    assert 400 <= r.status_code < 500, (body if len(str(body)) < 500 else str(body)[:500], r.text)
+    err = r.json()
+    assert err["status"] == r.status_code and err["error"]
+
+
+def test_app_is_healthy_after_the_malformed_requests(client):
+    assert len(SEEN) >= 200, f"only {len(SEEN)} malformed requests ran"
+    print("malformed requests by status:", sorted(Counter(SEEN).items()))
+    assert client.get("/healthz").json()["status"] == "ok"
+    r = client.post("/v1/predict", json={"task": "medqa", "inputs": _valid_inputs("medqa")}, headers=AUTH)
+    assert r.status_code == 200
+
+
+# --- load ---------------------------------------------------------------------------------------
+
+def test_500_requests_at_concurrency_32_get_no_5xx(served):
+    rng = np.random.default_rng(0)
+    valid = [{"task": t, "inputs": _valid_inputs(t), "options": {"max_new_tokens": int(rng.integers(1, 6))}}
+             for t in TASKS for _ in range(4)]
+    bodies = []
+    for i in range(500):
+        if i % 10 == 9:
+            bodies.append(b'{"task": "medqa", "inputs": ')  # truncated JSON among the load
+        else:
+            bodies.append(valid[int(rng.integers(len(valid)))])
+    responses = asyncio.run(post_all(served.url, bodies, AUTH, concurrency=32))
+    codes = [r.status_code for r in responses]
+    assert not [c for c in codes if c >= 500]
+    assert codes.count(200) == 450 and codes.count(400) == 50
+    batch_sizes = [r.json()["batch_size"] for r in responses if r.status_code == 200]
+    assert max(batch_sizes) >= 4, f"batches never filled: {max(batch_sizes)}"
+    print("batch sizes under load:", sorted(Counter(batch_sizes).items()))
