@@ -14,7 +14,7 @@ import os
 import sys
 
 # verb module names, in the order `--help` lists them
-VERBS = ["tasks", "synth", "data", "tokenizer", "ingest", "train", "submit", "lineage", "model", "export", "demo"]
+VERBS = ["tasks", "synth", "data", "tokenizer", "ingest", "train", "sweep", "evaluate", "report", "submit", "lineage", "model", "export", "call-variants", "serve", "demo", "metrics"]
 
 
 class MedmixArgumentParser(argparse.ArgumentParser):
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medmix {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
     for name in VERBS:
-        module = importlib.import_module(f"medmix.commands.{name}")
+        module = importlib.import_module(f"medmix.commands.{name.replace('-', '_')}")
         module.add_parser(sub)
     return parser
 

@@ -53,6 +53,9 @@ SECTIONS: dict[str, str] = {
     "train": "medmix.train.config:TrainConfig",
     "lineage": "medmix.lineage.config:TrackerConfig",
     "debug": "medmix.train.config:DebugConfig",
+    "sweep": "medmix.tune.config:SweepConfig",
+    "serve": "medmix.serve.config:ServeConfig",
+    "eval": "medmix.evaluate.config:EvalConfig",
 }
 
 

@@ -1,7 +1,8 @@
 """`medmix demo`: the whole platform end to end on the embedded defaults.
 
 synth (bundled suite) -> tokenizer -> train (Ray Train, FSDP2) -> export + register (MLflow)
--> lineage, each step timed, then where everything is. Everything lands under the current
+-> lineage -> sweep (Ray Tune + Optuna + ASHA over mixture weights, champion alias) -> serve the
+champion and ask it one question, each step timed, then where everything is. Everything lands under the current
 directory: `medmix-data/` (shards), `medmix-runs/` (checkpoints, MLflow sqlite store, exports).
 """
 
@@ -39,6 +40,10 @@ class Steps:
 
 def run(args: argparse.Namespace) -> int:
     from medmix.cli import main, resolve_config
+    from medmix.commands.sweep import summary as sweep_summary
+    from medmix.config import load_config
+    from medmix.serve.server import answer_once
+    from medmix.tune.sweep import run_sweep
     from medmix.commands.train import summary
     from medmix.data.synth.suite import build_bundled
     from medmix.data.tokenizer import ensure_tokenizer
@@ -64,6 +69,19 @@ def run(args: argparse.Namespace) -> int:
     steps.run("5. lineage of the registered model",
               lambda: main(["lineage", f"{cfg.lineage.registered_model}/{version}",
                             "--set", f'lineage.root="{cfg.lineage.root}"']))
+    scfg = load_config("sweep_debug", [f'data.root="{cfg.data.root}"',
+                                       f'train.storage_path="{cfg.train.storage_path}"',
+                                       f'lineage.root="{cfg.lineage.root}"', f'name="{cfg.name}-sweep"'])
+    sweep = steps.run("6. sweep mixture weights: Ray Tune + Optuna + ASHA, champion", lambda: run_sweep(scfg))
+    print(sweep_summary(scfg, sweep))
+    champion = f"{cfg.lineage.registered_model}@champion"
+    asked = steps.run(f"7. serve {champion} (Ray Serve + FastAPI) and ask it one question",
+                      lambda: answer_once(cfg, champion, task="cxr_classify"))
+    ans = asked["answer"]
+    print(f"question ({asked['request']['task']}): {asked['request']['inputs'].get('question') or asked['request']['inputs'].get('condition', '')}")
+    print(f"answer from {ans['model']['id']}: {ans.get('prediction') or ans.get('text')!r}"
+          + ("  options " + ", ".join(f"{o['option']}={o['prob']:.2f}" for o in ans["options"]) if ans.get("options") else "")
+          + f"  (reference: {asked['reference']!r})")
     print("\n=== done ===")
     for title, seconds in steps.times:
         print(f"  {seconds:7.1f} s  {title}")

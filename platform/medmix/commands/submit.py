@@ -7,7 +7,7 @@ import shlex
 import sys
 import time
 
-JOBS = {"train": "jobs/train.py"}
+JOBS = {"train": "jobs/train.py", "sweep": "jobs/sweep.py"}
 EXCLUDES = [".venv", ".git", "medmix-data", "medmix-runs", "**/__pycache__", ".pytest_cache", ".whl"]
 
 

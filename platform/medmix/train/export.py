@@ -74,7 +74,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, dtype: tor
     return out_dir
 
 
-def register_checkpoint_export(tracker_cfg: Any, checkpoint: str | Path, export_dir: str | Path) -> str | None:
+def register_checkpoint_export(tracker_cfg: Any, checkpoint: str | Path, export_dir: str | Path,
+                               tags: dict | None = None, name: str | None = None) -> str | None:
     """Register the export as a new version of the model registry; returns the version."""
     from medmix.lineage.registry import TAG_CHECKPOINT, TAG_STEP, TAG_STORE_DIGEST, register_export
 
@@ -83,4 +84,4 @@ def register_checkpoint_export(tracker_cfg: Any, checkpoint: str | Path, export_
         return None
     return register_export(tracker_cfg, export_dir, meta["run_id"], tags={
         TAG_CHECKPOINT: str(Path(checkpoint).resolve()), TAG_STEP: meta["step"],
-        TAG_STORE_DIGEST: meta.get("store_digest", "")})
+        TAG_STORE_DIGEST: meta.get("store_digest", ""), **(tags or {})}, name=name)

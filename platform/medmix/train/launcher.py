@@ -51,7 +51,8 @@ def ensure_ray(num_cpus_needed: float) -> None:
              log_to_driver=os.environ.get("MEDMIX_QUIET_WORKERS") is None)
 
 
-def _use_gpu(cfg: Any) -> bool:
+def use_gpu(cfg: Any) -> bool:
+    """train.use_gpu resolved against the connected cluster."""
     if cfg.train.use_gpu == "auto":
         import ray
         return ray.cluster_resources().get("GPU", 0) >= 1
@@ -110,9 +111,9 @@ def train(cfg: Any) -> TrainResult:
     prepare(cfg)
     run_dir = absolutize(cfg)
     tracker = build_tracker(cfg.lineage)
-    run_id = _open_run(tracker, cfg, run_dir)
+    run_id = open_run(tracker, cfg, run_dir)
     ensure_ray(cfg.train.num_workers * cfg.train.cpus_per_worker)
-    trainer = build_torch_trainer(cfg, run_id, run_dir, use_gpu=_use_gpu(cfg))
+    trainer = build_torch_trainer(cfg, run_id, run_dir, use_gpu=use_gpu(cfg))
     t0 = time.time()
     try:
         result = trainer.fit()
@@ -136,18 +137,19 @@ def _read_info(run_dir: Path) -> dict:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
-def _open_run(tracker: Any, cfg: Any, run_dir: Path) -> str | None:
+def open_run(tracker: Any, cfg: Any, run_dir: Path, parent_run_id: str | None = None,
+             kind: str = "train") -> str | None:
     """Re-open the MLflow run of a re-submitted run, or start a new one with its lineage."""
     run_dir.mkdir(parents=True, exist_ok=True)
     info = _read_info(run_dir)
-    tags = {"medmix.kind": "train", "medmix.run_dir": str(run_dir)}
+    tags = {"medmix.kind": kind, "medmix.run_dir": str(run_dir)}
     if info.get("run_id"):
         try:
             tracker.start_run(cfg.name, tags={**tags, "medmix.resumed": "true"}, run_id=info["run_id"])
             return tracker.run_id
         except Exception:  # noqa: BLE001 - the run lives in another tracking store: start anew
             pass
-    tracker.start_run(cfg.name, tags=tags)
+    tracker.start_run(cfg.name, tags=tags, parent_run_id=parent_run_id)
     run_id = tracker.run_id
     if run_id is None:
         return None

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from medmix.observability.metrics import record_train_metrics
 from medmix.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from medmix.train.fsdp import apply_ac, apply_compile, apply_fsdp
 from medmix.train.metrics import StepTimer, gpu_peak_flops, reduce_sums
@@ -162,11 +163,13 @@ class Trainer:
             want_ckpt = self.step % cfg.train.checkpoint_every == 0 or last
             if want_eval or want_ckpt:
                 metrics.update(self.evaluate())
+            if metrics:
+                metrics["step"] = self.step  # every report carries it (ASHA's time attribute)
             if want_ckpt:
                 self._save_and_report(metrics)
             elif metrics:
+                self._log(metrics)  # before reporting: a scheduler may stop the trial on this report
                 ray.train.report(metrics)
-                self._log(metrics)
             self._maybe_inject_fault()
         ledger.close()
 
@@ -195,6 +198,7 @@ class Trainer:
         return out
 
     def _log(self, metrics: dict[str, float]) -> None:
+        record_train_metrics(self.cfg.name, metrics, rank=self.rank)  # Prometheus, via Ray's metrics agent
         if self.rank == 0 and "loss" in metrics:
             val = f"  val {metrics['val_loss']:.4f}" if "val_loss" in metrics else ""
             print(f"[medmix] step {self.step}/{self.cfg.train.steps}  loss {metrics['loss']:.4f}{val}  "
@@ -218,12 +222,13 @@ class Trainer:
         with tempfile.TemporaryDirectory(prefix="medmix-ckpt-") as tmp:
             save_checkpoint(tmp, self.model, self.optimizer, meta, rank=self.rank)
             metrics = {**metrics, "checkpoint_save_s": time.perf_counter() - t0}
+            # lineage first: a scheduler (ASHA) may stop the trial on this very report
+            self._log(metrics)
+            if self.tracker is not None:
+                self.tracker.record_checkpoint(path=_checkpoint_uri(self.run_dir, self.step), step=self.step,
+                                               metrics=meta["metrics"], data_state=meta["data_state"],
+                                               parent_checkpoint=self.parent_checkpoint)
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
-        self._log(metrics)
-        if self.tracker is not None:
-            self.tracker.record_checkpoint(path=_checkpoint_uri(self.run_dir, self.step), step=self.step,
-                                           metrics=meta["metrics"], data_state=meta["data_state"],
-                                           parent_checkpoint=self.parent_checkpoint)
         self.parent_checkpoint = _checkpoint_uri(self.run_dir, self.step)
 
     def _restore(self, path: str) -> None:
@@ -249,8 +254,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
     """Entry point Ray Train runs on every worker."""
     import logging
     from medmix.config import config_from_dict
-    # Ray Train logs every report with its whole metrics dict; rank 0's progress line says it
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    # Ray Train logs every report with its whole metrics dict, and every checkpoint upload;
+    # rank 0's one-line progress says the same
+    import ray.train.v2._internal.execution.context as _ctx
+    import ray.train.v2._internal.execution.storage as _storage
+    for name in ("ray.train", _ctx.__file__, _storage.logger.name):
+        logging.getLogger(name).setLevel(logging.WARNING)
     cfg = config_from_dict(loop_config["config"])
     run_dir = Path(loop_config["run_dir"])
     (run_dir / "ledger").mkdir(parents=True, exist_ok=True)
