@@ -28,24 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from _machine import machine  # benchmarks/ is on sys.path when run as a script
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration" / "serve"))
 RESULTS = Path(__file__).with_name("RESULTS.md")
-
-
-def machine() -> str:
-    import os
-    import platform
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} CPU cores ({cpu}), {mem:.0f} GiB RAM, no GPU used; load avg {load} at the end"
 
 
 def request_bodies(store_root: Path, max_new: int, n: int = 16) -> list[dict]:

@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from _machine import machine  # benchmarks/ is on sys.path when run as a script
+
 HERE = Path(__file__).resolve().parent
 H100_BASE_SAMPLES_S = 77.0  # STACK-NOTES: ViT-B/16 + ~1B Llama, 1024 tokens, compiled, one H100
 
@@ -115,19 +117,6 @@ def run_stream(store, tok, args, cfg, steps: int, step_time: float = 0.0, skip_f
     stream.close()
     return {"samples": samples, "wall_s": wall, "samples_per_s": samples / wall, "wait_s": waited,
             "wait_fraction": waited / wall}
-
-
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, load avg {load}"
 
 
 def main(argv=None) -> dict:

@@ -22,25 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import machine  # benchmarks/ is on sys.path when run as a script
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
-
-
-def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import torch
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    except Exception:  # noqa: BLE001
-        gpu = "no GPU"
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} CPU cores ({cpu}), {mem:.0f} GiB RAM, {gpu}"
 
 
 def build_suite(root: Path) -> None:
