@@ -26,18 +26,20 @@ def add_parser(sub) -> None:
     p.add_argument("--python", default="python", help="interpreter on the cluster (default: python)")
     p.add_argument("--no-follow", action="store_true", help="print the job id and return at once")
     p.add_argument("--timeout", type=float, default=0, help="give up following after N seconds (0 = never)")
+    p.add_argument("--agent-wait", type=float, default=120.0,
+                   help="keep retrying for N seconds while a freshly started cluster has no job agent yet")
     p.set_defaults(func=run)
 
 
 def submit(job: str, job_args: list[str], *, address: str | None, working_dir: str = ".",
            python: str = "python", follow: bool = True, timeout: float = 0,
-           out=sys.stdout) -> tuple[str, str]:
+           agent_wait: float = 120.0, out=sys.stdout) -> tuple[str, str]:
     """Submit and (optionally) follow. Returns (submission_id, final status)."""
     from ray.job_submission import JobStatus, JobSubmissionClient
     client = JobSubmissionClient(address, headers=auth_headers())
     entrypoint = " ".join([python, JOBS[job], *map(shlex.quote, job_args)])
-    job_id = client.submit_job(entrypoint=entrypoint,
-                               runtime_env={"working_dir": working_dir, "excludes": EXCLUDES})
+    job_id = submit_with_retry(client, entrypoint, {"working_dir": working_dir, "excludes": EXCLUDES},
+                               wait=agent_wait, out=out)
     print(f"submitted {job_id}: {entrypoint}", file=out, flush=True)
     if not follow:
         return job_id, str(client.get_job_status(job_id))
@@ -61,6 +63,36 @@ def submit(job: str, job_args: list[str], *, address: str | None, working_dir: s
     return job_id, str(status.value if hasattr(status, "value") else status)
 
 
+TRANSIENT = ("No available agent", "please try again later")
+
+
+def submit_with_retry(client, entrypoint: str, runtime_env: dict, *, wait: float, out) -> str:
+    """submit_job, retried while the cluster says its job agent is not up yet.
+
+    A head that has just started answers the Jobs API before its per-node agent is ready and
+    refuses submissions with "No available agent ... try again later". The submission id is
+    chosen here, once, so a retry after an ambiguous failure cannot start the job twice.
+    Any other error is raised at once.
+    """
+    import uuid
+    job_id = f"medmix-{uuid.uuid4().hex[:12]}"
+    deadline = time.time() + wait
+    delay = 1.0
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=job_id)
+        except RuntimeError as err:
+            text = str(err)
+            if "already exists" in text:
+                return job_id  # an earlier attempt got through
+            if not any(t in text for t in TRANSIENT) or time.time() + delay > deadline:
+                raise
+            print(f"cluster not ready to take jobs yet ({text.strip()[:120]}); retrying in {delay:.0f} s",
+                  file=out, flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
 def auth_headers() -> dict[str, str]:
     """The cluster token as an Authorization header, when one is at hand.
 
@@ -81,5 +113,6 @@ def auth_headers() -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     _, status = submit(args.job, args.job_args, address=args.address, working_dir=args.working_dir,
-                       python=args.python, follow=not args.no_follow, timeout=args.timeout)
+                       python=args.python, follow=not args.no_follow, timeout=args.timeout,
+                       agent_wait=args.agent_wait)
     return 0 if status in ("SUCCEEDED",) or args.no_follow else 1
