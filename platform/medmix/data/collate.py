@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from medmix.data.encode import IGNORE_INDEX, EncodedExample, EncodeError, encode_example
-from medmix.data.images import ImageDecodeError, decode_image, to_model_input
-from medmix.data.mixture import ExampleRef, TaskOrder
+from medmix.data.images import ImageDecodeError, augment_image, decode_image, to_model_input
+from medmix.data.mixture import ExampleRef, TaskOrder, _seed
 from medmix.data.store import StoreError, read_rows
 from medmix.tasks import get_task
 
@@ -73,6 +73,10 @@ class BatchSpec:
     on_error: str = "raise"
     orders: dict[str, dict] = field(default_factory=dict)
     """`TaskOrder.spec()` per task: where skip mode finds a replacement example."""
+    augment: bool = False
+    """Apply each task's allowed `TaskSpec.augment` ops (training streams only)."""
+    seed: int = 0
+    """The plan's seed; augmentation draws from (seed, task, example, epoch)."""
 
 
 @dataclass
@@ -118,9 +122,14 @@ def _prepare(spec: BatchSpec, ref: ExampleRef, row: dict) -> Prepared:
     except (TypeError, json.JSONDecodeError) as exc:
         raise RowFailure(ref, f"field context is not valid JSON ({exc})") from None
     images = []
+    rng = _seed(spec.seed, "augment", ref.task, ref.example_index, ref.epoch) \
+        if spec.augment and task.augment else None
     for i, data in enumerate(row.get("images") or []):
         try:
-            images.append(to_model_input(decode_image(data, row.get("image_format")), spec.image_size))
+            pixels = decode_image(data, row.get("image_format"))
+            if rng is not None:
+                pixels = augment_image(pixels, task.augment, rng)
+            images.append(to_model_input(pixels, spec.image_size))
         except ImageDecodeError as exc:
             raise RowFailure(ref, f"image {i} of example {row.get('example_id')!r}: {exc}") from None
     try:

@@ -88,6 +88,35 @@ def decode_image(data: bytes, fmt: str | None = None) -> np.ndarray:
         raise ImageDecodeError(f"cannot decode {fmt or 'image'} bytes ({len(data)} bytes): {exc}") from exc
 
 
+CROP_AREA = (0.8, 1.0)    # fraction of the image a random crop keeps
+CROP_ASPECT = (3 / 4, 4 / 3)
+
+
+def augment_image(array: np.ndarray, ops, rng: np.random.Generator) -> np.ndarray:
+    """HxWx3 uint8 -> the same image randomly flipped and/or cropped, per the allowed `ops`.
+
+    How many numbers are drawn depends only on `ops`, never on outcomes; the caller seeds
+    `rng` per example and epoch, which keeps a resumed run's pixels identical to an
+    uninterrupted one on any number of workers.
+    """
+    out = array
+    h, w = out.shape[:2]
+    if "crop" in ops:
+        area = rng.uniform(*CROP_AREA) * h * w
+        aspect = float(np.exp(rng.uniform(np.log(CROP_ASPECT[0]), np.log(CROP_ASPECT[1]))))
+        ch = int(round(min(h, max(1.0, np.sqrt(area / aspect)))))
+        cw = int(round(min(w, max(1.0, np.sqrt(area * aspect)))))
+        top = int(rng.integers(0, h - ch + 1))
+        left = int(rng.integers(0, w - cw + 1))
+        out = out[top:top + ch, left:left + cw]
+    flips = rng.random(2)
+    if "hflip" in ops and flips[0] < 0.5:
+        out = out[:, ::-1]
+    if "vflip" in ops and flips[1] < 0.5:
+        out = out[::-1, :]
+    return np.ascontiguousarray(out)
+
+
 def to_model_input(array: np.ndarray, size: int) -> np.ndarray:
     """HxWx3 uint8 -> 3xSxS float32, padded/resized and normalised with ImageNet stats."""
     sq = square_resize(array, size).astype(np.float32) / 255.0

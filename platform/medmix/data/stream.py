@@ -43,6 +43,7 @@ Data read hangs forever, since the read operator waits for a whole CPU that neve
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -80,7 +81,8 @@ def make_batch_spec(plan: MixturePlan, store_root, tokenizer, image_size: int, n
     return BatchSpec(store_root=str(store_root), tokenizer=tokenizer, image_size=image_size,
                      num_image_tokens=num_image_tokens, max_seq_len=cfg.max_seq_len,
                      task_names=list(plan.task_names), exemplar=cfg.exemplar, on_error=cfg.on_error,
-                     orders={t: o.spec() for t, o in plan.orders.items()})
+                     orders={t: o.spec() for t, o in plan.orders.items()},
+                     augment=cfg.augment, seed=plan.seed)
 
 
 class Batch(dict):
@@ -462,6 +464,7 @@ class RankStream:
         run collective forwards (FSDP) stay in step.
         """
         k = max(1, self.plan.global_batch_size // self.world_size)
+        spec = dataclasses.replace(self.spec, augment=False)  # validation sees the stored pixels
         out = []
         for task in self.plan.active:
             refs = split_refs(self.store, task, split)
@@ -470,7 +473,7 @@ class RankStream:
             for j in range(num_batches):
                 start = (j * self.world_size + self.rank) * k
                 chunk = [refs[(start + i) % len(refs)] for i in range(k)]
-                out.append(to_torch(build_batch(self.spec, chunk)))
+                out.append(to_torch(build_batch(spec, chunk)))
         return out
 
     def close(self) -> None:

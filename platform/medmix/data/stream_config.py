@@ -19,7 +19,7 @@ class StreamConfig:
     on_error: str = option("raise", "a corrupt row: `raise` (fail naming shard and row) or `skip` (count, report, replace)",
                            choices=("raise", "skip"))
     exemplar: bool = option(True, "render the one-shot exemplar in every prompt (Med-PaLM M framing)")
-    augment: bool = option(False, "random flips/crops for image tasks whose spec allows it")
+    augment: bool = option(False, "training images get the random flips/crops their task allows (TaskSpec.augment); seeded per example and epoch, never applied to validation")
 
     def validate(self) -> None:
         if self.prefetch_batches > 64:

@@ -100,6 +100,7 @@ register(TaskSpec(
     image_phrase="the {view} view X-ray image", image_defaults={"view": "PA"},
     source=f"MIMIC-CXR, binary per condition ({', '.join(CXR_CONDITIONS)}); same images as the report task",
     exemplar=Exemplar({"view": "PA", "condition": "pneumothorax"}, "no", num_images=1),
+    augment=("crop",),
     metrics=("accuracy", "macro_f1", "macro_auc"), mixture_weight=11.98,
 ))
 register(TaskSpec(
@@ -111,6 +112,7 @@ register(TaskSpec(
     source="PAD-UFES-20, 6 classes, 14 clinical attributes; paper 1,838 train / 460 test",
     exemplar=Exemplar({"age": 55, "gender": "female", "region": "face", "itch": "no",
                        "grew": "yes", "bleed": "no"}, "basal cell carcinoma", num_images=1),
+    augment=("hflip", "vflip", "crop"),
     metrics=("accuracy", "macro_f1", "macro_auc"), mixture_weight=6.25,
 ))
 register(TaskSpec(
@@ -122,6 +124,7 @@ register(TaskSpec(
     context_fields=(("laterality", "Breast"),),
     source="VinDr-Mammo, 5 BI-RADS classes; paper 16,000 train / 4,000 test",
     exemplar=Exemplar({"view": "MLO", "laterality": "left"}, "BI-RADS 1", num_images=1),
+    augment=("crop",),
     metrics=("accuracy", "macro_f1", "macro_auc"), mixture_weight=1.56,
 ))
 for name, title, abn, weight in (
@@ -136,6 +139,7 @@ for name, title, abn, weight in (
         image_phrase=f"the {abn} patch image",
         source=f"CBIS-DDSM {abn}, 3 classes; paper ~1.3-1.5k train / ~0.35k test",
         exemplar=Exemplar({}, "benign", num_images=1),
+        augment=("hflip", "vflip", "crop"),
         metrics=("accuracy", "macro_f1", "macro_auc"), mixture_weight=weight,
     ))
 register(TaskSpec(

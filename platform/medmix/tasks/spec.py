@@ -13,6 +13,8 @@ MODALITIES = ("text", "cxr", "derm", "mammo", "path", "radiology", "genomics", "
 KINDS = ("mcq", "qa", "summarize", "report", "vqa", "classify", "variant", "risk")
 # kinds whose answer is one of a closed set of options (scored with `score_options`)
 OPTION_KINDS = ("mcq", "qa", "classify", "variant", "risk")
+# image augmentations a task may allow (`stream.augment = true` applies them while training)
+AUGMENTS = ("hflip", "vflip", "crop")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,12 @@ class TaskSpec:
     """Examples hold a sequence of images (volume slices) rather than exactly one."""
     source: str = ""
     """The dataset this task stands for, and the paper's train/test sizes."""
+    augment: tuple[str, ...] = ()
+    """Training-time image augmentations that keep the answer true (subset of AUGMENTS).
+
+    A flip is allowed only where orientation carries no meaning: never for chest X-rays
+    (the heart is on the left), full mammograms (laterality is in the prompt) or VQA
+    (questions ask about sides)."""
 
     @property
     def has_image(self) -> bool:
@@ -73,6 +81,11 @@ class TaskSpec:
             raise ValueError(f"task {self.name}: modality {self.modality!r} not in {MODALITIES}")
         if self.kind not in KINDS:
             raise ValueError(f"task {self.name}: kind {self.kind!r} not in {KINDS}")
+        bad = [a for a in self.augment if a not in AUGMENTS]
+        if bad:
+            raise ValueError(f"task {self.name}: augment {bad} not in {AUGMENTS}")
+        if self.augment and not self.has_image:
+            raise ValueError(f"task {self.name}: augment {list(self.augment)} given but the task has no image")
         if self.mixture_weight < 0:
             raise ValueError(f"task {self.name}: mixture_weight must be >= 0")
 

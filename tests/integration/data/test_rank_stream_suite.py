@@ -73,3 +73,34 @@ def test_each_rank_streams_its_slice_of_the_debug_mixture(ray_local, suite_cfg):
     assert next(iter(fresh.batches(start_step=6))).step == 6
     for rs in ranks + [fresh]:
         rs.close()
+
+
+def test_augmented_stream_changes_only_allowed_tasks_and_repeats_exactly(suite_cfg):
+    from dataclasses import replace
+    ensure_tokenizer(suite_cfg)
+    tok = load_tokenizer(suite_cfg)
+    aug_cfg = replace(suite_cfg, stream=replace(suite_cfg.stream, augment=True))
+
+    def first_batches(cfg, n=4):
+        rs = build_rank_stream(cfg, tok, rank=0, world_size=1, use_ray=False)
+        s = rs.batches(start_step=0, end_step=n)
+        out = [next(s) for _ in range(n)]
+        val = rs.validation_batches(1)
+        rs.close()
+        return out, val
+
+    plain, plain_val = first_batches(suite_cfg)
+    aug, aug_val = first_batches(aug_cfg)
+    again, _ = first_batches(aug_cfg)
+    changed, kept = set(), set()
+    for p, a, b in zip(plain, aug, again):
+        assert p["example_ids"] == a["example_ids"]  # augmentation never changes what is drawn
+        assert (a["pixel_values"] == b["pixel_values"]).all()  # seeded: a rerun sees the same pixels
+        img = 0
+        for task, n in zip(a["tasks"], a["image_counts"].tolist()):
+            same = bool((p["pixel_values"][img:img + n] == a["pixel_values"][img:img + n]).all())
+            (kept if same else changed).add(task)
+            img += n
+    from medmix.tasks import get_task
+    assert changed and all(get_task(t).augment for t in changed)
+    assert all((x["pixel_values"] == y["pixel_values"]).all() for x, y in zip(plain_val, aug_val))
