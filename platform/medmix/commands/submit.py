@@ -85,8 +85,13 @@ def submit_with_retry(client, entrypoint: str, runtime_env: dict, *, wait: float
             text = str(err)
             if "already exists" in text:
                 return job_id  # an earlier attempt got through
-            if not any(t in text for t in TRANSIENT) or time.time() + delay > deadline:
+            if not any(t in text for t in TRANSIENT):
                 raise
+            if time.time() + delay > deadline:
+                raise RuntimeError(
+                    f"{text.strip()} (still after {wait:.0f} s: the head's dashboard agent is not "
+                    f"running; see dashboard_agent.log in the head's Ray session logs - a port "
+                    f"already taken, e.g. --dashboard-agent-listen-port 52365, is the usual cause)") from err
             print(f"cluster not ready to take jobs yet ({text.strip()[:120]}); retrying in {delay:.0f} s",
                   file=out, flush=True)
             time.sleep(delay)

@@ -1,7 +1,9 @@
 """`medmix submit train` against a real Ray head on 127.0.0.1, started and stopped by the test.
 
-The head runs in its own process group with its own temp dir and ports, so it neither sees
-nor disturbs the session's in-process Ray; the job (jobs/train.py) trains the debug model for
+The head runs in its own process group with its own temp dir and ports (every port Ray would
+otherwise take from its fixed defaults included: a second node agent on the default 52365 of
+the session's in-process Ray never comes up, and the Jobs API then answers "No available
+agent"), so it neither sees nor disturbs the session's in-process Ray; the job (jobs/train.py) trains the debug model for
 two steps on the tiny suite and must reach SUCCEEDED.
 """
 
@@ -30,12 +32,15 @@ def free_port() -> int:
 @pytest.fixture()
 def ray_head(tmp_path):
     gcs, dash = free_port(), free_port()
+    own_ports = [f"--{flag}={free_port()}" for flag in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+        "metrics-export-port", "node-manager-port", "object-manager-port", "ray-client-server-port")]
     ray_bin = Path(sys.executable).with_name("ray")
     temp = Path("/tmp") / f"mmx-head-{os.getpid()}"  # unix socket paths must stay short
     proc = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-         "--num-cpus=4", f"--temp-dir={temp}", "--disable-usage-stats"],
+         "--num-cpus=4", f"--temp-dir={temp}", "--disable-usage-stats", *own_ports],
         stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "RAY_ADDRESS": ""})
     address = f"http://127.0.0.1:{dash}"
