@@ -1,6 +1,8 @@
 """The shard store: immutable Parquet part files per task/split and a manifest that lists them.
 
-Layout: `<root>/<task>/<split>/part-NNNNN.parquet` and `<root>/manifest.json`. Writers go
+Layout: `<root>/<task>/<split>/part-NNNNN-<sha256[:16]>.parquet` and `<root>/manifest.json`.
+A part file is named by its position and its content, so writing the same rows again (a
+re-run `medmix synth`) yields the same names and the same store digest. Writers go
 through a transaction: part files are written to a temporary name and renamed into place,
 and the manifest is replaced atomically only when the whole transaction succeeds. If anything
 fails, the new part files are deleted and the store is exactly as it was — a reader never sees
@@ -205,6 +207,7 @@ class Transaction:
         self._written: list[ShardInfo] = []
         self._ids: dict[str, set[str]] = {}
         self._next_part: dict[tuple[str, str], int] = {}
+        self._kept: set[str] = set()  # written paths that already existed with these bytes
         self.rows_added = 0
 
     def __enter__(self) -> "Transaction":
@@ -238,9 +241,12 @@ class Transaction:
             self._flush(key)
 
     def _part_index(self, key: tuple[str, str]) -> int:
+        """Replaced tasks number from 0 (content in the name keeps old and new apart);
+        appended ones continue after the highest index on disk."""
         if key not in self._next_part:
             folder = self.store.root / key[0] / key[1]
-            taken = [int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet")] if folder.exists() else []
+            taken = [] if key[0] in self.replace_tasks or not folder.exists() else \
+                [int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet")]
             self._next_part[key] = max(taken, default=-1) + 1
         idx = self._next_part[key]
         self._next_part[key] += 1
@@ -254,19 +260,24 @@ class Transaction:
         task, split = key
         folder = self.store.root / task / split
         folder.mkdir(parents=True, exist_ok=True)
-        final = folder / f"part-{self._part_index(key):05d}.parquet"
-        tmp = folder / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+        index = self._part_index(key)
+        tmp = folder / f".part-{index:05d}.tmp-{uuid.uuid4().hex[:8]}"
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
         try:
             pq.write_table(table, tmp, row_group_size=self.store.config.row_group_rows,
                            compression="zstd", write_statistics=["task", "split", "example_id"])
-            os.replace(tmp, final)
+            digest = sha256_file(tmp)
+            final = folder / f"part-{index:05d}-{digest[:16]}.parquet"
+            rel = final.relative_to(self.store.root).as_posix()
+            if final.exists() and sha256_file(final) == digest:
+                self._kept.add(rel)  # same bytes already in place (maybe listed): leave the file be
+            else:
+                os.replace(tmp, final)
         finally:
             if tmp.exists():
                 tmp.unlink()
-        rel = final.relative_to(self.store.root).as_posix()
         self._written.append(ShardInfo(path=rel, task=task, split=split, rows=len(rows),
-                                       sha256=sha256_file(final), bytes=final.stat().st_size))
+                                       sha256=digest, bytes=final.stat().st_size))
 
     def commit(self) -> list[ShardInfo]:
         for key in list(self._buffers):
@@ -295,10 +306,12 @@ class Transaction:
         return self._written
 
     def rollback(self) -> None:
-        """Delete every part file this transaction wrote; the manifest was never touched."""
+        """Delete every part file this transaction wrote; the manifest was never touched.
+
+        Files that were already there with the same bytes are kept: the old manifest may list them."""
         for s in self._written:
             p = self.store.path(s.path)
-            if p.exists():
+            if p.exists() and s.path not in self._kept:
                 p.unlink()
         self._written.clear()
         self._buffers.clear()
