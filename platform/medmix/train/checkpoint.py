@@ -16,9 +16,11 @@ Non-tensor state lives in JSON on purpose: nothing medmix writes needs unpicklin
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,16 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         write_meta(path, {**meta, "param_groups": groups})
 
 
+@contextlib.contextmanager
+def single_process_load(no_dist: bool = True):
+    """Silence DCP's warning that a load without a process group runs in one process: medmix
+    asks for exactly that (export, serving, a one-worker resume), and says so with no_dist."""
+    with warnings.catch_warnings():
+        if no_dist:
+            warnings.filterwarnings("ignore", message=r"torch\.distributed is .*single process")
+        yield
+
+
 def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
     """Collective: load model (+ optimizer) tensors resharded to this world size; return meta."""
     import torch.distributed.checkpoint as dcp
@@ -100,15 +112,18 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
                                                          set_model_state_dict, set_state_dict)
 
     meta = read_meta(path)
+    no_dist = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     if optimizer is None:
         msd = get_state_dict(model, [])[0]
-        dcp.load({"model": msd}, checkpoint_id=str(path))
+        with single_process_load(no_dist):
+            dcp.load({"model": msd}, checkpoint_id=str(path), no_dist=no_dist)
         set_model_state_dict(model, msd, options=StateDictOptions(strict=True))
         return meta
     msd, osd = get_state_dict(model, optimizer)
     opt_tensors, _ = _split_optimizer(osd)
     state = {"model": msd, "optim": opt_tensors}
-    dcp.load(state, checkpoint_id=str(path))
+    with single_process_load(no_dist):
+        dcp.load(state, checkpoint_id=str(path), no_dist=no_dist)
     groups = meta["param_groups"]
     osd = {"state": state["optim"], "param_groups": [
         {k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in groups]}

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from medmix.train.checkpoint import read_meta
+from medmix.train.checkpoint import read_meta, single_process_load
 
 LINEAGE_FILE = "medmix.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -40,7 +40,8 @@ def load_checkpoint_model(checkpoint: str | Path):
     model = build_model(cfg.model, vocab_size=len(tok), image_token_id=tok.image_token_id,
                         pad_token_id=tok.pad_id)
     state = {"model": model.state_dict()}
-    dcp.load(state, checkpoint_id=str(checkpoint))
+    with single_process_load():
+        dcp.load(state, checkpoint_id=str(checkpoint), no_dist=True)  # one process reads every shard
     model.load_state_dict(state["model"], strict=True)
     model.eval()
     return model, cfg, tok

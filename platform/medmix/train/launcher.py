@@ -39,6 +39,11 @@ def ensure_ray(num_cpus_needed: float) -> None:
     Ray Data's read tasks need a CPU slot next to the train workers; on a 2-core machine the
     default `ray.init()` (2 CPUs) with 2 one-CPU workers leaves none and the run hangs. The
     local cluster therefore advertises at least workers' CPUs + 2 logical CPUs.
+
+    The dashboard is on (127.0.0.1:8265, or the next free port): Ray Train's placement-group
+    cleaner asks the State API, which the dashboard serves, whether the run's controller is
+    alive; without it the cleaner cannot clean up after a dead driver and logs a warning
+    every second for as long as the run lasts. Starting it costs no measurable init time.
     """
     import ray
     if ray.is_initialized():
@@ -47,7 +52,7 @@ def ensure_ray(num_cpus_needed: float) -> None:
         ray.init(log_to_driver=True)
         return
     num_cpus = max(os.cpu_count() or 1, int(num_cpus_needed + 0.999) + 2, 4)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False,
+    ray.init(num_cpus=num_cpus, include_dashboard=True, configure_logging=False,
              log_to_driver=os.environ.get("MEDMIX_QUIET_WORKERS") is None)
 
 
