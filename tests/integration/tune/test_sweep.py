@@ -36,16 +36,17 @@ def ledger_lines(sweep_dir: Path) -> dict[str, int]:
             for p in sweep_dir.glob("trials/*/ledger/*.jsonl")}
 
 
-def saved_trials(tune_dir: Path) -> set[str]:
-    """Trial ids in Tune's latest saved experiment state (what a restore starts from)."""
+def saved_trials(tune_dir: Path) -> dict[str, str]:
+    """Trial id -> status in Tune's latest saved experiment state (what a restore starts from)."""
     states = sorted(tune_dir.glob("experiment_state-*.json"))
     if not states:
-        return set()
+        return {}
     try:
         data = json.loads(states[-1].read_text())["trial_data"]
     except (json.JSONDecodeError, KeyError):   # being rewritten
-        return set()
-    return {json.loads(t[0] if isinstance(t, list) else t)["trial_id"] for t in data}
+        return {}
+    trials = [json.loads(t[0] if isinstance(t, list) else t) for t in data]
+    return {t["trial_id"]: t.get("status", "") for t in trials}
 
 
 def training_trials(sweep_dir: Path) -> set[str]:
@@ -80,8 +81,12 @@ def sweep(tmp_path_factory, tiny_suite, ray_local):
         proc.wait()
         log.close()
     first = json.loads((sweep_dir / "sweep.json").read_text())
-    saved = saved_trials(sweep_dir / "tune")
-    finished_at_kill = {p.parent.name for p in sweep_dir.glob("trials/*/step-000008")}
+    saved_state = saved_trials(sweep_dir / "tune")
+    saved = set(saved_state)
+    # finished = what the saved Tune state says. A trial whose last checkpoint reached disk
+    # but whose end Tune had not yet recorded is rerun from its last *registered* checkpoint
+    # (Ray Train's contract); only recorded ends are promised never to train again.
+    finished_at_kill = {t for t, status in saved_state.items() if status == "TERMINATED"}
     lines_at_kill = ledger_lines(sweep_dir)
     time.sleep(5)
 
