@@ -1,4 +1,4 @@
-"""One line describing the machine a benchmark ran on, for benchmarks/RESULTS.md."""
+"""What every benchmark shares: the machine line and appending a section to RESULTS.md."""
 
 from __future__ import annotations
 
@@ -25,3 +25,16 @@ def machine() -> str:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return f"{os.cpu_count()} CPU cores ({cpu}), {mem:.0f} GiB RAM, {gpu}; load avg {load}"
+
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def record(text: str) -> None:
+    """Append one benchmark's section to benchmarks/RESULTS.md (newest last)."""
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in `benchmarks/`; newest last. "
+                           "Each section: date, machine, command, numbers.\n")
+    with open(RESULTS, "a") as f:
+        f.write("\n" + text.strip("\n") + "\n")
+    print(f"appended to {RESULTS}")

@@ -28,10 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from _machine import machine  # benchmarks/ is on sys.path when run as a script
+from _machine import machine, record  # benchmarks/ is on sys.path when run as a script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration" / "serve"))
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def request_bodies(store_root: Path, max_new: int, n: int = 16) -> list[dict]:
@@ -187,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_record:
-        with open(RESULTS, "a") as f:
-            f.write(("\n" if RESULTS.is_file() and RESULTS.read_text().strip() else "") + text)
-        print(f"appended to {RESULTS}")
+        record(text)
     return 0
 
 

@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
-from _machine import machine  # benchmarks/ is on sys.path when run as a script
+from _machine import machine, record  # benchmarks/ is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 H100_BASE_SAMPLES_S = 77.0  # STACK-NOTES: ViT-B/16 + ~1B Llama, 1024 tokens, compiled, one H100
@@ -159,10 +158,6 @@ def main(argv=None) -> dict:
 
 
 def write_results(args, store, rows: int, r: dict) -> None:
-    path = HERE / "RESULTS.md"
-    if not path.exists():
-        path.write_text("# Benchmark results\n\nAppended by the scripts in `benchmarks/`; newest last. "
-                        "Each section: date, machine, command, numbers.\n")
     st, thr, wait = r["stages"], r["throughput"], r["wait"]
     cmd = " ".join(["python benchmarks/stream.py"] + [shlex.quote(a) for a in sys.argv[1:]])
     busy = os.getloadavg()[0] > (os.cpu_count() or 1)
@@ -186,9 +181,7 @@ def write_results(args, store, rows: int, r: dict) -> None:
 | data-wait, default stream (0.25 CPU x 2), {args.step_time}s step | {100 * wait['wait_fraction']:.1f}% of the loop ({wait['samples_per_s']:.1f} samples/s) |
 | cores for 2x one H100 at `base` (2 x {H100_BASE_SAMPLES_S:.0f} samples/s) | {r['cores_for_2x_h100_base']:.1f} |
 """
-    with open(path, "a") as f:
-        f.write(text)
-    print(f"appended to {path}")
+    record(text)
 
 
 if __name__ == "__main__":

@@ -14,17 +14,14 @@ full-budget objective minus the best one). Appends the results to benchmarks/RES
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _machine import machine  # benchmarks/ is on sys.path when run as a script
+from _machine import machine, record  # benchmarks/ is on sys.path when run as a script
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def build_suite(root: Path) -> None:
@@ -106,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_record:
-        with open(RESULTS, "a") as f:
-            f.write(("\n" if RESULTS.is_file() and RESULTS.read_text().strip() else "") + text)
-        print(f"appended to {RESULTS}")
+        record(text)
     return 0
 
 

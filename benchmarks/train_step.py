@@ -17,15 +17,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import time
 from datetime import date
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 import medmix  # noqa: F401 - torchvision fix before timm
+from _machine import machine, record  # benchmarks/ is on sys.path when run as a script
 from medmix.config import load_config
 from medmix.model import build_model
 from medmix.train.fsdp import apply_fsdp
@@ -133,14 +132,12 @@ def main() -> None:
     dist.destroy_process_group()
     if args.no_record:
         return
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'CPU'}, {os.cpu_count()} cores"
-    section = [f"\n## train step — {date.today().isoformat()} — {machine}",
+    section = [f"## train step — {date.today().isoformat()}", f"- machine: {machine()}",
                f"`python benchmarks/train_step.py --scale {args.scale} --seq {args.seq} --batch {args.batch} "
                f"--steps {args.steps}{' --compile' if args.compile else ''}`", "",
                "| loop | tokens/s | samples/s | MFU |", "|---|---|---|---|", *rows,
                f"\nplatform / bare throughput: {t_bare / t_plat:.3f}x\n"]
-    with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
-        f.write("\n".join(section))
+    record("\n".join(section))
 
 
 if __name__ == "__main__":
