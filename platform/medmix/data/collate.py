@@ -31,7 +31,7 @@ import numpy as np
 
 from medmix.data.encode import IGNORE_INDEX, EncodedExample, EncodeError, encode_example
 from medmix.data.images import ImageDecodeError, augment_image, decode_image, to_model_input
-from medmix.data.mixture import ExampleRef, TaskOrder, _seed
+from medmix.data.mixture import ExampleRef, TaskOrder, seeded_rng
 from medmix.data.store import StoreError, read_rows
 from medmix.tasks import get_task
 
@@ -122,7 +122,7 @@ def _prepare(spec: BatchSpec, ref: ExampleRef, row: dict) -> Prepared:
     except (TypeError, json.JSONDecodeError) as exc:
         raise RowFailure(ref, f"field context is not valid JSON ({exc})") from None
     images = []
-    rng = _seed(spec.seed, "augment", ref.task, ref.example_index, ref.epoch) \
+    rng = seeded_rng(spec.seed, "augment", ref.task, ref.example_index, ref.epoch) \
         if spec.augment and task.augment else None
     for i, data in enumerate(row.get("images") or []):
         try:

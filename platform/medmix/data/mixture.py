@@ -144,7 +144,8 @@ class ExampleRef:
     position: int       # position in that epoch's order (0 .. task rows - 1)
 
 
-def _seed(*parts: int | str) -> np.random.Generator:
+def seeded_rng(*parts: int | str) -> np.random.Generator:
+    """A generator that is a pure function of `parts` (ints and strings), on any machine."""
     ints = [zlib.crc32(p.encode()) if isinstance(p, str) else int(p) for p in parts]
     return np.random.default_rng(np.random.SeedSequence(ints))
 
@@ -167,7 +168,7 @@ class TaskOrder:
 
     def _epoch_layout(self, epoch: int) -> tuple[list[int], list[int]]:
         if self._epoch_cache is None or self._epoch_cache[0] != epoch:
-            perm = _seed(self.seed, "shards", self.task, epoch).permutation(len(self.shards)).tolist()
+            perm = seeded_rng(self.seed, "shards", self.task, epoch).permutation(len(self.shards)).tolist()
             offsets = np.cumsum([0] + [self.shards[i][1] for i in perm]).tolist()
             self._epoch_cache = (epoch, perm, offsets)
         return self._epoch_cache[1], self._epoch_cache[2]
@@ -175,7 +176,7 @@ class TaskOrder:
     def _window_perm(self, epoch: int, w: int) -> list[int]:
         if self._window_cache is None or self._window_cache[:2] != (epoch, w):
             size = min(self.window, self.num_rows - w * self.window)
-            perm = _seed(self.seed, "rows", self.task, epoch, w).permutation(size).tolist()
+            perm = seeded_rng(self.seed, "rows", self.task, epoch, w).permutation(size).tolist()
             self._window_cache = (epoch, w, perm)
         return self._window_cache[2]
 
@@ -286,12 +287,12 @@ class MixturePlan:
     def _slot_tasks(self, step: int) -> list[str]:
         b = self.global_batch_size
         if self.mode == "random":
-            rng = _seed(self.seed, "mix", step)
+            rng = seeded_rng(self.seed, "mix", step)
             p = np.array([self.weights[t] for t in self.active])
             return [self.active[i] for i in rng.choice(len(self.active), size=b, p=p / p.sum())]
         counts = stratified_counts({t: self.weights[t] for t in self.active}, self.carry, b)
         slots = [t for t in self.active for _ in range(counts[t])]
-        return [slots[i] for i in _seed(self.seed, "slots", step).permutation(b)]
+        return [slots[i] for i in seeded_rng(self.seed, "slots", step).permutation(b)]
 
     def _next(self, task: str) -> ExampleRef:
         order = self.orders[task]

@@ -16,7 +16,6 @@ Non-tensor state lives in JSON on purpose: nothing medmix writes needs unpicklin
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import random
@@ -95,35 +94,32 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         write_meta(path, {**meta, "param_groups": groups})
 
 
-@contextlib.contextmanager
-def single_process_load(no_dist: bool = True):
-    """Silence DCP's warning that a load without a process group runs in one process: medmix
-    asks for exactly that (export, serving, a one-worker resume), and says so with no_dist."""
+def dcp_load(state: dict, path: str | os.PathLike) -> None:
+    """`dcp.load` in place; without a process group (export, serving) one process reads every
+    shard, which is what medmix means there, so DCP's warning saying so is dropped."""
+    import torch.distributed.checkpoint as dcp
+    no_dist = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     with warnings.catch_warnings():
         if no_dist:
             warnings.filterwarnings("ignore", message=r"torch\.distributed is .*single process")
-        yield
+        dcp.load(state, checkpoint_id=str(path), no_dist=no_dist)
 
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
     """Collective: load model (+ optimizer) tensors resharded to this world size; return meta."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state_dict,
                                                          set_model_state_dict, set_state_dict)
 
     meta = read_meta(path)
-    no_dist = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     if optimizer is None:
         msd = get_state_dict(model, [])[0]
-        with single_process_load(no_dist):
-            dcp.load({"model": msd}, checkpoint_id=str(path), no_dist=no_dist)
+        dcp_load({"model": msd}, path)
         set_model_state_dict(model, msd, options=StateDictOptions(strict=True))
         return meta
     msd, osd = get_state_dict(model, optimizer)
     opt_tensors, _ = _split_optimizer(osd)
     state = {"model": msd, "optim": opt_tensors}
-    with single_process_load(no_dist):
-        dcp.load(state, checkpoint_id=str(path), no_dist=no_dist)
+    dcp_load(state, path)
     groups = meta["param_groups"]
     osd = {"state": state["optim"], "param_groups": [
         {k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in groups]}

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from medmix.train.checkpoint import read_meta, single_process_load
+from medmix.train.checkpoint import dcp_load, read_meta
 
 LINEAGE_FILE = "medmix.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -28,7 +28,6 @@ TOKENIZER_FILE = "tokenizer.json"
 
 def load_checkpoint_model(checkpoint: str | Path):
     """(model with the checkpoint's weights on CPU, fp32; the checkpoint's config; tokenizer)."""
-    import torch.distributed.checkpoint as dcp
 
     from medmix.config import config_from_dict
     from medmix.data.tokenizer import load_tokenizer
@@ -40,8 +39,7 @@ def load_checkpoint_model(checkpoint: str | Path):
     model = build_model(cfg.model, vocab_size=len(tok), image_token_id=tok.image_token_id,
                         pad_token_id=tok.pad_id)
     state = {"model": model.state_dict()}
-    with single_process_load():
-        dcp.load(state, checkpoint_id=str(checkpoint), no_dist=True)  # one process reads every shard
+    dcp_load(state, checkpoint)
     model.load_state_dict(state["model"], strict=True)
     model.eval()
     return model, cfg, tok

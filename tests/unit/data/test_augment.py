@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medmix.data.images import CROP_AREA, augment_image
-from medmix.data.mixture import _seed
+from medmix.data.mixture import seeded_rng
 from medmix.tasks import all_tasks, get_task
 from medmix.tasks.spec import Exemplar, TaskSpec
 
@@ -19,10 +19,10 @@ def photo():
 
 def test_same_seed_same_pixels_and_seeds_differ(photo):
     ops = ("hflip", "vflip", "crop")
-    a = augment_image(photo, ops, _seed(7, "augment", "derm_pad", 3, 0))
-    b = augment_image(photo, ops, _seed(7, "augment", "derm_pad", 3, 0))
+    a = augment_image(photo, ops, seeded_rng(7, "augment", "derm_pad", 3, 0))
+    b = augment_image(photo, ops, seeded_rng(7, "augment", "derm_pad", 3, 0))
     np.testing.assert_array_equal(a, b)
-    others = [augment_image(photo, ops, _seed(7, "augment", "derm_pad", 3, epoch)) for epoch in range(1, 6)]
+    others = [augment_image(photo, ops, seeded_rng(7, "augment", "derm_pad", 3, epoch)) for epoch in range(1, 6)]
     assert any(o.shape != a.shape or not np.array_equal(o, a) for o in others)
 
 
