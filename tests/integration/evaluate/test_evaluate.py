@@ -75,6 +75,8 @@ def test_evaluate_writes_the_run_report_and_chart_and_repeats_exactly(trained, c
     assert {r.data.metrics["medqa/accuracy"] for r in runs} == {m1["medqa/accuracy"]}
 
 
+# export reads a DCP checkpoint in one process on purpose; torch's warning about it must stay quiet
+@pytest.mark.filterwarnings("error:torch.distributed is:UserWarning")
 def test_registered_version_and_evaluate_export(trained):
     from medmix.config import load_config
     from medmix.evaluate.runner import evaluate, evaluate_export
