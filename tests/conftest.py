@@ -5,6 +5,14 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+# Property tests: CI draws the same examples on every run (a red CI is then a real regression,
+# never bad luck) and keeps no example database; a developer's machine explores new examples
+# and remembers failing ones. HYPOTHESIS_PROFILE=ci reproduces CI's draws locally.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -68,3 +76,26 @@ def small_suite(tmp_path_factory) -> str:
 def suite_config(tmp_path, suite_root: str, *overrides: str):
     """`debug_config` reading an already built suite."""
     return debug_config(tmp_path, f'data.root="{suite_root}"', *overrides)
+
+
+EVAL_SOURCE_TASKS = ["derm_pad", "cxr_report", "medqa", "vqa_rad"]
+# a loss logged every step: tests/integration/train/test_trainer_matches_ray.py replays the run
+# without Ray and compares the sequence
+EVAL_SOURCE_OVERRIDES = ["name=evalsrc", "train.steps=4", "train.num_workers=1", "train.log_every=1",
+                         "train.checkpoint_every=4"]
+
+
+@pytest.fixture(scope="session")
+def trained_debug(tmp_path_factory, tiny_suite, ray_local):
+    """One real Ray Train run (debug model, 4 steps, 1 worker, four tasks) that evaluation and
+    serving tests read: (config, TrainResult, its temp dir). Tests may export, evaluate and serve
+    it; none may write into its run directory."""
+    import json
+    from medmix.train.launcher import train
+    tmp = tmp_path_factory.mktemp("eval-train")
+    cfg = suite_config(tmp, tiny_suite, *EVAL_SOURCE_OVERRIDES, "train.eval_every=0", "mixture.global_batch_size=8",
+                       f"mixture.tasks={json.dumps(EVAL_SOURCE_TASKS)}", f'eval.report_dir="{tmp}/eval"',
+                       "eval.max_new_tokens=8")
+    result = train(cfg)
+    assert result.error is None and result.checkpoint
+    return cfg, result, tmp

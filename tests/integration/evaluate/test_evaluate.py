@@ -14,24 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import suite_config
+from tests.conftest import EVAL_SOURCE_TASKS
 
 pytestmark = pytest.mark.slow
 
-TASKS = ["derm_pad", "cxr_report", "medqa", "vqa_rad"]
+TASKS = EVAL_SOURCE_TASKS
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_suite, ray_local):
-    from medmix.train.launcher import train
-    tmp = tmp_path_factory.mktemp("eval-train")
-    cfg = suite_config(tmp, tiny_suite, "name=evalsrc", "train.steps=4", "train.num_workers=1",
-                       "train.checkpoint_every=4", "train.eval_every=0", "mixture.global_batch_size=8",
-                       f"mixture.tasks={json.dumps(TASKS)}", f'eval.report_dir="{tmp}/eval"',
-                       "eval.max_new_tokens=8")
-    result = train(cfg)
-    assert result.error is None and result.checkpoint
-    return cfg, result, tmp
+def trained(trained_debug):
+    return trained_debug
 
 
 def _cli_args(cfg, tmp: Path) -> list[str]:

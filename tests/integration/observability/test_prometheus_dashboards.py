@@ -44,7 +44,7 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[3]
 DASHBOARDS = sorted((ROOT / "dashboards").glob("medmix-*.json"))
 RUN = "observed"
-STEPS = ["train.steps=4", "train.log_every=1", "train.checkpoint_every=2", f"name={RUN}"]
+STEPS = ["train.steps=4", "train.log_every=1", "train.checkpoint_every=2", "train.num_workers=1", f"name={RUN}"]
 
 
 def free_port() -> int:
@@ -70,11 +70,12 @@ def wait_for(what: str, check, timeout: float, log: Path | None = None):
         time.sleep(1)
 
 
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM then SIGKILL the process group this test started (and nothing else)."""
+def stop_group(proc: subprocess.Popen, hard: bool = False) -> None:
+    """SIGTERM then SIGKILL the process group this test started (and nothing else); `hard`:
+    SIGKILL at once (a throwaway Ray head that `ray start --block` would drain for seconds)."""
     if proc.poll() is not None:
         return
-    os.killpg(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGKILL if hard else signal.SIGTERM)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -109,7 +110,7 @@ def ray_head(tmp_path_factory):
                "discovery": session.resolve() / discovery.name, "metrics_port": ports["metrics-export-port"],
                "env": env}
     finally:
-        stop_group(proc)
+        stop_group(proc, hard=True)
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -65,14 +65,11 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise AssertionError(f"{url} not ready after {timeout}s")
 
 
-def test_medmix_serve_exports_a_checkpoint_and_answers(ray_local, tiny_suite, tmp_path):
+def test_medmix_serve_exports_a_checkpoint_and_answers(trained_debug, tmp_path):
     import ray
 
     from medmix.serve.client import APIError, ask, models
-    from medmix.train.launcher import train
-    cfg = suite_config(tmp_path, tiny_suite, "train.steps=2", "train.checkpoint_every=2", "train.num_workers=1")
-    result = train(cfg)
-    assert result.error is None and result.checkpoint
+    _, result, _ = trained_debug   # the debug run 'evalsrc', 4 steps
     port, token = free_port(), "cli-test-token"
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "MEDMIX_API_TOKEN": token,
            "PYTHONUNBUFFERED": "1"}
@@ -86,10 +83,10 @@ def test_medmix_serve_exports_a_checkpoint_and_answers(ray_local, tiny_suite, tm
                                        "question": "Does aspirin reduce recurrent stroke?"}, token=token)
         assert answer["model"]["id"].startswith("export-") and answer["prediction"] in ("yes", "no", "maybe")
         (served,) = models(url, token=token)
-        assert served["lineage"]["step"] == 2
+        assert served["lineage"]["step"] == 4
         assert served["lineage"]["checkpoint"] == str(Path(result.checkpoint).resolve())
         assert served["lineage"]["run_id"] == result.run_id
-        assert (tmp_path / "runs" / "exports" / "serve-debug-step2" / "model.safetensors").is_file()
+        assert (tmp_path / "runs" / "exports" / "serve-evalsrc-step4" / "model.safetensors").is_file()
         with pytest.raises(APIError) as err:
             ask(url, "pubmedqa", {"abstract": "a"}, token="wrong")
         assert err.value.status == 401

@@ -242,6 +242,25 @@ def _valid_inputs(task: str) -> dict:
 
 
 @st.composite
+def surrogate_body(draw) -> bytes:
+    """A request body whose text holds lone surrogates, built as bytes.
+
+    Each surrogate is written as its own `\\uXXXX` escape, and a high surrogate is never followed
+    by a low one: that pair is valid JSON for one astral character, which the server must accept.
+    """
+    units = draw(st.lists(st.integers(0xD800, 0xDFFF), min_size=1, max_size=3).filter(_lone_surrogates_only))
+    bad = "".join(f"\\u{u:04x}" for u in units)
+    where = draw(st.sampled_from(["value", "key", "option"]))
+    if where == "value":
+        body = {"task": "mimic3_summary", "inputs": {"findings": "clear " + SURROGATE}}
+    elif where == "key":
+        body = {"task": "mimic3_summary", "inputs": {"findings": "clear", SURROGATE: "x"}}
+    else:
+        body = {"task": "medqa", "inputs": {"question": "q?", "options": ["a", SURROGATE]}}
+    return json.dumps(body).replace(SURROGATE, bad).encode()
+
+
+@st.composite
 def malformed(draw):
     """(body bytes or object, headers) that is wrong in at least one way."""
     kind = draw(st.sampled_from(["raw", "top", "task", "inputs", "options", "image", "field", "huge", "model",
@@ -310,18 +329,20 @@ def malformed(draw):
             return {"task": "cxr_classify", "inputs": {**good_image, "image": b64(_png()), "options": ["x", "y"]}}, {}
         return {"task": "cxr_classify", "inputs": dict(good_image)}, {}
     if kind == "surrogate":  # JSON can carry lone surrogates; tokenizers and UTF-8 cannot
-        bad = draw(st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=3))
-        where = draw(st.sampled_from(["value", "key", "option"]))
-        if where == "value":
-            return {"task": "mimic3_summary", "inputs": {"findings": "clear " + bad}}, {}
-        if where == "key":
-            return {"task": "mimic3_summary", "inputs": {"findings": "clear", bad: "x"}}, {}
-        return {"task": "medqa", "inputs": {"question": "q?", "options": ["a", bad]}}, {}
+        return draw(surrogate_body()), {}
     if kind == "huge":  # text past serve.max_input_chars
         n = draw(st.integers(MAX_CHARS + 1, 4 * MAX_CHARS))
         return {"task": "mimic3_summary", "inputs": {"findings": "f" * n}}, {}
     return good, {"X-Medmix-Model": draw(st.text(min_size=1, max_size=20).filter(
         lambda s: s.isprintable() and s.isascii() and s.strip() == s and not s.startswith("export-")))}
+
+
+SURROGATE = "@@surrogate@@"   # stands where the escaped lone surrogates go in the body bytes
+
+
+def _lone_surrogates_only(units: list[int]) -> bool:
+    """No high surrogate (D800-DBFF) directly followed by a low one (DC00-DFFF)."""
+    return not any(0xD800 <= a <= 0xDBFF and 0xDC00 <= b <= 0xDFFF for a, b in zip(units, units[1:]))
 
 
 def _is_json_object(b: bytes) -> bool:
@@ -361,6 +382,20 @@ def test_malformed_requests_get_4xx_json(client, case):
     assert 400 <= r.status_code < 500, (body if len(str(body)) < 500 else str(body)[:500], r.text)
     err = r.json()
     assert err["status"] == r.status_code and err["error"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=surrogate_body())
+def test_surrogate_bodies_carry_a_lone_surrogate(body):
+    """The generator's own contract: the body is JSON whose text UTF-8 cannot encode."""
+    text = json.dumps(json.loads(body), ensure_ascii=False)
+    with pytest.raises(UnicodeEncodeError):
+        text.encode("utf-8")
+
+
+def test_a_surrogate_pair_is_not_malformed():
+    assert not _lone_surrogates_only([0xD800, 0xDC00])
+    assert _lone_surrogates_only([0xDC00, 0xD800]) and _lone_surrogates_only([0xD800, 0xD800])
 
 
 def test_app_is_healthy_after_the_malformed_requests(client):

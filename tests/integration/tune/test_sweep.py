@@ -22,7 +22,8 @@ from medmix.config import load_config
 
 pytestmark = pytest.mark.slow
 
-OVERRIDES = ["train.steps=8", "train.eval_every=4", "train.log_every=4", "train.checkpoint_every=8",
+TRIALS = 3   # enough for a sweep that is killed with trials in flight and one still to start
+OVERRIDES = [f"sweep.num_samples={TRIALS}", "train.steps=8", "train.eval_every=4", "train.log_every=4", "train.checkpoint_every=8",
              "mixture.global_batch_size=8", "sweep.grace_period=4", "sweep.max_concurrent=2"]
 
 
@@ -101,11 +102,11 @@ def sweep(tmp_path_factory, tiny_suite, ray_local):
 
 def test_killed_sweep_resumes_with_the_same_trials_and_parent_run(sweep):
     resumed = sweep["resumed"]
-    assert len(sweep["finished_at_kill"]) < 4, "the driver was killed after the sweep had finished"
+    assert len(sweep["finished_at_kill"]) < TRIALS, "the driver was killed after the sweep had finished"
     assert resumed.resumed
     assert resumed.parent_run_id == sweep["first"]["parent_run_id"]
     ids = {t.trial_id for t in resumed.trials}
-    assert len(ids) == 4
+    assert len(ids) == TRIALS
     assert sweep["saved"] <= ids, "the resumed sweep started new trials instead of its own"
     assert all(t.status in ("complete", "stopped") for t in resumed.trials), [t.error for t in resumed.trials]
     assert any(t.status == "complete" for t in resumed.trials)
@@ -192,6 +193,6 @@ def test_analysis_report_from_the_mlflow_child_runs(sweep, capsys):
     for name in ("metric_vs_weight.png", "loss_vs_scale.png", "predicted_vs_observed.png", "summary.md"):
         assert (out / name).is_file()
     rows = (out / "trials.csv").read_text().splitlines()
-    assert len(rows) == 1 + 4 and rows[0].startswith("trial,step,scale,share.")   # 4 trials at step 4
+    assert len(rows) == 1 + TRIALS and rows[0].startswith("trial,step,scale,share.")   # every trial at step 4
     logged = {a.path for a in client(cfg.lineage).list_artifacts(sweep["again"].parent_run_id, "analysis")}
     assert "analysis/summary.md" in logged and "analysis/loss_vs_scale.png" in logged
