@@ -5,9 +5,9 @@
 
 Both loops run in the same process on the same model: the *bare* loop is the reference a
 systems engineer would write (autocast bf16, fused AdamW, one forward/backward/step);
-the *platform* loop is `medmix.train.loop.Trainer.train_step`'s math outside Ray — FSDP2 on
-a one-rank process group (what each rank runs), per-example loss sums, grad clipping, the
-LR schedule. MFU counts 6·N·tokens + 12·layers·hidden·seq·tokens (model.flops_per_token)
+the *platform* loop is the real `medmix.train.trainer.Trainer.train_step` — FSDP2 on a
+one-rank process group (what each rank runs), per-example loss sums normalised by the global
+target tokens, per-task sums, grad clipping, the LR schedule. MFU counts 6·N·tokens + 12·layers·hidden·seq·tokens (model.flops_per_token)
 plus the ViT's FLOPs per image. Results are appended to benchmarks/RESULTS.md.
 Targets (later issue): >= 45% MFU at `base` on an H100, platform >= 0.95x bare.
 """
@@ -29,7 +29,8 @@ from medmix.config import load_config
 from medmix.model import build_model
 from medmix.train.fsdp import apply_fsdp
 from medmix.train.metrics import gpu_peak_flops
-from medmix.train.optim import build_optimizer, lr_at, set_lr
+from medmix.train.optim import build_optimizer
+from medmix.train.trainer import Trainer
 
 VOCAB, PAD, IMG = 32000, 0, 4
 
@@ -46,6 +47,34 @@ def synthetic_batch(cfg, batch: int, seq: int, device: torch.device) -> dict:
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
             "labels": labels.to(device),
             "pixel_values": torch.randn(batch, 3, cfg.image_size, cfg.image_size, generator=g).to(device)}
+
+
+class FixedBatch:
+    """The Trainer's stream for a benchmark: one batch, no validation rows."""
+
+    store_digest, task_digests = "synthetic", {}
+
+    def __init__(self, batch: dict):
+        self.batch = batch
+
+    def batches(self, start_step=None):
+        while True:
+            yield self.batch
+
+    def validation_batches(self, num_batches: int) -> list:
+        return []
+
+    def task_name(self, task_id: int) -> str:
+        return "synthetic"
+
+    def realised_mixture(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        pass
 
 
 def timed(step_fn, steps: int, warmup: int, device) -> float:
@@ -107,17 +136,12 @@ def main() -> None:
         apply_compile(model)
     apply_fsdp(model, device, bf16=bf16)
     optim = build_optimizer(model, cfg.train, fused=bf16)
-    step = [0]
+    rows_batch = {**batch, "task_ids": torch.zeros(args.batch, dtype=torch.long),
+                  "example_ids": [f"synthetic-{i}" for i in range(args.batch)]}
+    trainer = Trainer(model, optim, FixedBatch(rows_batch), cfg.train, device=device)
 
     def platform_step():
-        set_lr(optim, lr_at(step[0], cfg.train))
-        out = model(**batch)
-        tokens = (batch["labels"] != -100).sum()
-        (out.example_loss.sum() / tokens).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optim.step()
-        optim.zero_grad(set_to_none=True)
-        step[0] += 1
+        trainer.train_step(rows_batch)
     t_plat = timed(platform_step, args.steps, args.warmup, device)
 
     tokens = args.batch * args.seq

@@ -89,7 +89,11 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     Path(path).mkdir(parents=True, exist_ok=True)
     msd, osd = get_state_dict(model, optimizer)
     opt_tensors, groups = _split_optimizer(osd)
-    dcp.save({"model": msd, "optim": opt_tensors}, checkpoint_id=str(path))
+    no_dist = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    with warnings.catch_warnings():   # one process writing every shard is what it means here
+        if no_dist:
+            warnings.filterwarnings("ignore", message=r"torch\.distributed is .*single process")
+        dcp.save({"model": msd, "optim": opt_tensors}, checkpoint_id=str(path), no_dist=no_dist)
     if rank == 0:
         write_meta(path, {**meta, "param_groups": groups})
 
