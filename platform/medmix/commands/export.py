@@ -22,15 +22,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def latest_checkpoint(path: Path) -> Path:
-    if (path / "medmix.json").is_file():
-        return path
-    steps = sorted(path.glob("step-*/medmix.json"))
-    if not steps:
-        raise FileNotFoundError(f"{path} holds no medmix checkpoint (no step-*/medmix.json)")
-    return steps[-1].parent
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -38,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from medmix.train.checkpoint import read_meta
     from medmix.train.export import export_checkpoint, register_checkpoint_export
 
+    from medmix.train.checkpoint import latest_checkpoint
     ckpt = latest_checkpoint(Path(args.checkpoint))
     meta = read_meta(ckpt)
     cfg = config_from_dict(meta["config"])

@@ -87,16 +87,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "model"
 
 
-def _latest_checkpoint(path: Path) -> Path | None:
-    steps = sorted(path.glob("step-*/medmix.json"))
-    return steps[-1].parent if steps else None
-
-
 def resolve_model(ref: str | Path, cfg: Any, workdir: str | Path) -> ModelSource:
     """An export directory for `ref` (exporting a checkpoint into `workdir`), with its lineage."""
     path = Path(ref)
     if path.is_dir() and not (path / "config.json").is_file() and not (path / LINEAGE_FILE).is_file():
-        path = _latest_checkpoint(path) or path  # a run directory: its latest checkpoint
+        from medmix.train.checkpoint import find_latest_checkpoint
+        path = find_latest_checkpoint(path) or path  # a run directory: its latest checkpoint
     if path.is_dir() and (path / "config.json").is_file():
         src = ModelSource(str(ref), str(path), path.name)
     elif path.is_dir() and (path / LINEAGE_FILE).is_file():

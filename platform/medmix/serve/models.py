@@ -86,7 +86,7 @@ def is_checkpoint(path: Path) -> bool:
 
 def export_for_serving(path: Path, lineage_root: str) -> Path:
     """Export a checkpoint (or a run directory's latest) once; reuse the export after that."""
-    from medmix.commands.export import latest_checkpoint
+    from medmix.train.checkpoint import latest_checkpoint
     from medmix.train.checkpoint import read_meta
     from medmix.train.export import export_checkpoint
     ckpt = latest_checkpoint(path).resolve()

@@ -37,6 +37,23 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(p.read_text())
 
 
+def find_latest_checkpoint(path: str | os.PathLike) -> Path | None:
+    """`path` itself if it is a checkpoint, else its latest `step-NNNNNN` checkpoint, else None."""
+    path = Path(path)
+    if (path / META_FILE).is_file():
+        return path
+    steps = sorted(path.glob(f"step-*/{META_FILE}"))
+    return steps[-1].parent if steps else None
+
+
+def latest_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint directory, or a run directory's latest checkpoint; FileNotFoundError otherwise."""
+    found = find_latest_checkpoint(path)
+    if found is None:
+        raise FileNotFoundError(f"{path} holds no medmix checkpoint (no step-*/{META_FILE})")
+    return found
+
+
 def write_meta(path: str | os.PathLike, meta: dict[str, Any]) -> None:
     p = Path(path) / META_FILE
     tmp = p.with_suffix(".json.tmp")
