@@ -211,7 +211,7 @@ def _predict_ray(export_dir: str, store_root: str, items: list[dict], ecfg: Any,
     import ray
     from ray.data import DataContext
 
-    from medmix.train.launcher import ensure_ray
+    from medmix.runtime import ensure_ray
     ensure_ray(ecfg.cpus_per_actor * max(ecfg.num_actors, 2))
     gpus = int(ray.cluster_resources().get("GPU", 0))
     use_gpu = ecfg.use_gpu == "true" or (ecfg.use_gpu == "auto" and gpus > 0)

@@ -31,7 +31,7 @@ def ensure_ray(cfg) -> None:
     import ray
     if ray.is_initialized():
         return
-    from medmix.train.launcher import ensure_ray as ensure
+    from medmix.runtime import ensure_ray as ensure
     s = cfg.serve
     ensure(s.num_cpus * s.max_replicas + s.ingress_num_cpus * s.ingress_replicas)
 

@@ -15,11 +15,12 @@ restores its checkpoint manager from storage, and medmix re-opens the same MLflo
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from medmix.runtime import ensure_ray
 
 RUN_INFO = "medmix-run.json"
 
@@ -31,29 +32,6 @@ class TrainResult:
     metrics: dict[str, float]
     run_id: str | None
     error: str | None = None
-
-
-def ensure_ray(num_cpus_needed: float) -> None:
-    """Connect to a cluster if one is named, else start a local one with enough logical CPUs.
-
-    Ray Data's read tasks need a CPU slot next to the train workers; on a 2-core machine the
-    default `ray.init()` (2 CPUs) with 2 one-CPU workers leaves none and the run hangs. The
-    local cluster therefore advertises at least workers' CPUs + 2 logical CPUs.
-
-    The dashboard is on (127.0.0.1:8265, or the next free port): Ray Train's placement-group
-    cleaner asks the State API, which the dashboard serves, whether the run's controller is
-    alive; without it the cleaner cannot clean up after a dead driver and logs a warning
-    every second for as long as the run lasts. Starting it costs no measurable init time.
-    """
-    import ray
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-        return
-    num_cpus = max(os.cpu_count() or 1, int(num_cpus_needed + 0.999) + 2, 4)
-    ray.init(num_cpus=num_cpus, include_dashboard=True, configure_logging=False,
-             log_to_driver=os.environ.get("MEDMIX_QUIET_WORKERS") is None)
 
 
 def use_gpu(cfg: Any) -> bool:

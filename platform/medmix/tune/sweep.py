@@ -227,7 +227,8 @@ def run_sweep(cfg: Any, *, analyze: bool = True) -> SweepResult:
 
     from medmix.config import to_dict
     from medmix.lineage.tracker import build_tracker
-    from medmix.train.launcher import absolutize, ensure_ray, prepare
+    from medmix.runtime import ensure_ray
+    from medmix.train.launcher import absolutize, prepare
     from medmix.train.launcher import use_gpu as launcher_use_gpu
     from medmix.tune.law import write_trials
 

@@ -261,18 +261,6 @@ def _run_chunk(fn: Callable[[Any], ItemResult], chunk: list) -> list[ItemResult]
     return [fn(item) for item in chunk]
 
 
-def ensure_ray(num_cpus: int = 4) -> None:
-    """Join `RAY_ADDRESS` or an already running Ray; else start a local one with logical CPUs."""
-    import ray
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=False, configure_logging=False)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
-
-
 def run_parallel(fn: Callable[[Any], ItemResult], items: Sequence[Any], *, desc: str,
                  parallel: str = "auto", chunk_size: int | None = None, num_cpus: float = 0.5,
                  progress: bool = True) -> Iterator[ItemResult]:
@@ -305,7 +293,8 @@ def run_parallel(fn: Callable[[Any], ItemResult], items: Sequence[Any], *, desc:
 
 def _run_ray(fn, items: list, bar, chunk_size: int | None, num_cpus: float) -> Iterator[ItemResult]:
     import ray
-    ensure_ray()
+    from medmix.runtime import ensure_ray
+    ensure_ray(worker_logs=False)
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) / num_cpus))
     if len(ray.nodes()) == 1:
         # one machine: a local Ray advertises logical CPUs (to avoid data/train deadlocks), but
