@@ -10,7 +10,7 @@ import numpy as np
 import pysam
 import pytest
 
-from medmix.data.genomics.cli import add_ingest_subparsers
+from medmix.commands.ingest import add_ingest_subparsers
 from medmix.data.genomics.inputs import Region
 from medmix.data.genomics.pileup import image_to_tensor
 from medmix.data.genomics.realdata import INSTALL_HINT, find_ex1, prepare_ex1, silver_truth

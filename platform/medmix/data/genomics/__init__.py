@@ -6,9 +6,16 @@
 - `variants`: candidate finding + `ingest_variants` (Ray task per region)
 - `vcf`: `write_calls`, `compare_to_truth` (SNP/indel F1), `call_variants(predict_fn, ...)`
 - `simulate`, `polygenic`, `realdata`, `synth`: bundled data and the real ex1 reads
-- `cli`: `medmix ingest variants|genotypes|volumes` (3D volumes live in `medmix.data.volumes`)
+- `config`: `CandidateConfig`, `PileupConfig` — pysam-free, so `medmix ingest` lists its kinds without pysam
+  (the CLI wiring of `medmix ingest variants|genotypes` is in medmix.commands.ingest)
 """
 
-from medmix.data.genomics.inputs import GenomicsInputError
-
 __all__ = ["GenomicsInputError"]
+
+
+def __getattr__(name: str):
+    # lazily: importing the package (e.g. for its pysam-free config) must not need pysam
+    if name == "GenomicsInputError":
+        from medmix.data.genomics.inputs import GenomicsInputError
+        return GenomicsInputError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,13 +33,12 @@ the (200, 221, 3) -> 224 x 224 x 3 framing Med-PaLM M used.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 import pysam
 
-from medmix.config import option
 from medmix.data.genomics.alleles import Variant
+from medmix.data.genomics.config import IMAGE_SIDE, PileupConfig  # noqa: F401 - their home is pysam-free
 
 NUM_CHANNELS = 6
 MAX_PIXEL = 254
@@ -51,32 +50,11 @@ STRAND_FORWARD, STRAND_REVERSE = 70, 240
 SUPPORTS_ALT, SUPPORTS_OTHER = 254, 152
 DIFFERS, MATCHES = 254, 50
 MAX_BASE_QUALITY, MAX_MAPQ = 40, 60
-IMAGE_SIDE = 224
 
 # CIGAR operations (pysam codes)
 _M, _I, _D, _N, _S, _EQ, _X = 0, 1, 2, 3, 4, 7, 8
 # reads never shown: unmapped, secondary, QC fail, duplicate, supplementary
 SKIP_FLAGS = 0x4 | 0x100 | 0x200 | 0x400 | 0x800
-
-
-@dataclass
-class PileupConfig:
-    """Shape and read selection of the pileup image (DeepVariant's defaults)."""
-
-    width: int = option(221, "window width in reference bases, candidate in the middle column", ge=3)
-    rows: int = option(100, "image rows: reference rows + read rows", ge=2)
-    ref_rows: int = option(0, "rows at the top showing the reference (DeepVariant uses 5; the paper 0)", ge=0)
-    min_mapq: int = option(5, "reads with a lower mapping quality are left out", ge=0)
-
-    def validate(self) -> None:
-        from medmix.config import ConfigError
-        if self.width % 2 == 0:
-            raise ConfigError(f"width = {self.width} must be odd so the candidate has a middle column")
-        if self.ref_rows >= self.rows:
-            raise ConfigError(f"ref_rows = {self.ref_rows} must be below rows = {self.rows}")
-        if 2 * self.rows > IMAGE_SIDE or self.width > IMAGE_SIDE:
-            raise ConfigError(f"a {2 * self.rows} x {self.width} stacked pileup does not fit the "
-                              f"{IMAGE_SIDE} x {IMAGE_SIDE} image")
 
 
 def _scale(values: np.ndarray, cap: int) -> np.ndarray:

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pysam
 
-from medmix.config import option
 from medmix.data.genomics.alleles import Variant, normalize, record_variants
+from medmix.data.genomics.config import CandidateConfig  # noqa: F401 - its home is pysam-free
 from medmix.data.genomics.inputs import (GenomicsInputError, Region, open_bam, open_fasta, open_vcf,
                                          parse_regions, split_regions, vcf_records)
 from medmix.data.genomics.pileup import PileupConfig, RegionReads, build_pileup, pileup_image, usable
@@ -48,20 +48,6 @@ _CODE = np.full(256, 4, dtype=np.int64)  # A C G T -> 0..3, anything else (N) ->
 for _i, _b in enumerate("ACGT"):
     _CODE[ord(_b)] = _CODE[ord(_b.lower())] = _i
 _BASES = "ACGTN"
-
-
-@dataclass
-class CandidateConfig:
-    """Which pileup allele counts make a candidate variant, and how work is cut."""
-
-    min_depth: int = option(4, "reads (counted bases) at the site, at least", ge=1)
-    min_alt_count: int = option(2, "reads carrying the ALT allele, at least", ge=1)
-    min_alt_fraction: float = option(0.12, "ALT reads / depth for a SNP candidate, at least", ge=0.0, le=1.0)
-    min_indel_fraction: float = option(0.06, "ALT reads / depth for an indel candidate, at least", ge=0.0, le=1.0)
-    min_base_quality: int = option(10, "bases below this Phred quality are not counted", ge=0)
-    min_mapq: int = option(5, "reads below this mapping quality are not counted", ge=0)
-    max_indel_length: int = option(50, "longer insertions/deletions are not candidates, bp", ge=1)
-    region_size: int = option(100_000, "bp per parallel work item", ge=1000)
 
 
 @dataclass

@@ -128,7 +128,7 @@ def test_cli_prints_one_clear_line(files, capsys):
     import argparse
 
     from medmix.cli import _is_user_error
-    from medmix.data.genomics.cli import add_ingest_subparsers
+    from medmix.commands.ingest import add_ingest_subparsers
     d, fa, bam, truth, _ = files
     unindexed = d / "plain.bam"
     shutil.copy(bam, unindexed)
