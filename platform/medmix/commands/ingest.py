@@ -28,7 +28,6 @@ SPLIT_CHOICES = ("auto", "train", "val", "test")
 
 
 def add_parser(sub) -> None:
-    from medmix.cli import add_config_args
     p = sub.add_parser("ingest", help="ingest DICOM, images + labels CSV, QA JSONL, report XML, reads, genotypes, volumes",
                        description="Turn real-format sources into rows of one task in the shard "
                                    "store, in one transaction (a failed ingest changes nothing). "
@@ -102,11 +101,7 @@ def add_ingest_subparsers(ksub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmix.cli import resolve_config
-    from medmix.data.store import ShardStore
-    cfg = resolve_config(args)
-    store_cfg = dataclasses.replace(cfg.data, root=args.root or cfg.data.root)
-    store = ShardStore(store_cfg.root, store_cfg)
+    store = _store(args)
     common = dict(task=args.task, on_error=args.on_error, replace=args.replace,
                   parallel=args.parallel, progress=not args.no_progress)
     if args.ingest_kind == "dicom":
@@ -257,6 +252,7 @@ def _require(module: str, verb: str, package: str):
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name and not exc.name.startswith("medmix"):
+            hint = package if exc.name == package else exc.name
             raise SystemExit(f"{verb} needs the Python package {exc.name!r}, which is not installed "
-                             f"(pip install {package})") from None
+                             f"(pip install {hint})") from None
         raise

@@ -16,6 +16,7 @@ Non-tensor state lives in JSON on purpose: nothing medmix writes needs unpicklin
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
@@ -106,24 +107,29 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     Path(path).mkdir(parents=True, exist_ok=True)
     msd, osd = get_state_dict(model, optimizer)
     opt_tensors, groups = _split_optimizer(osd)
-    no_dist = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    with warnings.catch_warnings():   # one process writing every shard is what it means here
-        if no_dist:
-            warnings.filterwarnings("ignore", message=r"torch\.distributed is .*single process")
+    with _single_process() as no_dist:
         dcp.save({"model": msd, "optim": opt_tensors}, checkpoint_id=str(path), no_dist=no_dist)
     if rank == 0:
         write_meta(path, {**meta, "param_groups": groups})
 
 
 def dcp_load(state: dict, path: str | os.PathLike) -> None:
-    """`dcp.load` in place; without a process group (export, serving) one process reads every
-    shard, which is what medmix means there, so DCP's warning saying so is dropped."""
+    """`dcp.load` in place (one process reads every shard without a process group)."""
     import torch.distributed.checkpoint as dcp
+    with _single_process() as no_dist:
+        dcp.load(state, checkpoint_id=str(path), no_dist=no_dist)
+
+
+@contextlib.contextmanager
+def _single_process():
+    """Yields whether there is no process group; then one process reads or writes every DCP
+    shard, which is what medmix means (export, serving, a Trainer without Ray), so DCP's
+    warning saying so is dropped."""
     no_dist = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     with warnings.catch_warnings():
         if no_dist:
             warnings.filterwarnings("ignore", message=r"torch\.distributed is .*single process")
-        dcp.load(state, checkpoint_id=str(path), no_dist=no_dist)
+        yield no_dist
 
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:

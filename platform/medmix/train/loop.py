@@ -25,9 +25,6 @@ from medmix.train.fsdp import apply_ac, apply_compile, apply_fsdp
 from medmix.train.optim import build_optimizer
 from medmix.train.trainer import Callback, Trainer
 
-# FAULT_MARKER stays importable from here (tests and the docs name it so)
-from medmix.train.callbacks import FAULT_MARKER  # noqa: E402,F401
-
 
 def build_trainer(cfg: Any, *, rank: int, world_size: int, device: torch.device,
                   callbacks: list[Callback] | None = None, checkpoint: str | None = None,
