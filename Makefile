@@ -11,11 +11,11 @@ HAS_GPU  := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev
 CONSTRAINTS := $(if $(HAS_GPU),,-c constraints/cpu.txt)
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test test-gpu clean help
+.PHONY: setup system-deps typecheck demo test test-gpu clean help
 
 help:
 	@echo "make demo   set up .venv, build the bundled suite, run the main job end to end"
-	@echo "make test   set up .venv and run the whole test suite"
+	@echo "make test   set up .venv, type-check the core and run the whole test suite"
 	@echo "make clean  remove demo outputs (medmix-data, medmix-runs)"
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
@@ -44,8 +44,12 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/medmix demo
 
+# The typed core (pyproject's [tool.mypy] files): config.py, options.py, train/.
+typecheck: setup
+	$(VENV)/bin/mypy
+
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
-test: setup system-deps
+test: setup system-deps typecheck
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

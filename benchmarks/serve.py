@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         from medmix.data.tokenizer import ensure_tokenizer
         c = load_config("debug", [f'data.root="{data}"', 'synth.size="tiny"'])
         build_suite(c.synth, ShardStore(c.data.root, c.data), c.data.image_size, progress=False)
-        ensure_tokenizer(c)
+        ensure_tokenizer(c.tokenizer, c.data.root, c.model.decoder_path)
     cfg = load_config(args.preset, [f'data.root="{data}"', f'lineage.root="{work}/runs"', f"serve.port={free_port()}",
                                     "serve.num_gpus=0", f"serve.num_cpus={args.num_cpus}", *args.overrides])
     model = Path(args.model) if args.model else make_export(work / "export", cfg, seed=0)

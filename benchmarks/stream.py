@@ -66,7 +66,7 @@ def ensure_store(args):
 
 def build_plan(store, batch: int, seed: int = 0):
     from medmix.data.mixture import MixturePlan
-    from medmix.data.mixture_config import MixtureConfig
+    from medmix.data.config import MixtureConfig
     return MixturePlan.from_config(store, MixtureConfig(global_batch_size=batch, floor=0.03), seed=seed)
 
 
@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
     import ray
     import torch
 
-    from medmix.data.stream_config import StreamConfig
+    from medmix.data.config import StreamConfig
     from medmix.data.tokenizer import MedmixTokenizer, TokenizerConfig, train_tokenizer
     torch.set_num_threads(1)
     store = ensure_store(args)

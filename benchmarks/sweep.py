@@ -31,7 +31,7 @@ def build_suite(root: Path) -> None:
     from medmix.data.tokenizer import ensure_tokenizer
     cfg = load_config("debug", [f'data.root="{root}"'])
     build_bundled(cfg, progress=False)
-    ensure_tokenizer(cfg)
+    ensure_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,7 +57,7 @@ def _build_suite(root, size: str) -> str:
     from medmix.data.tokenizer import ensure_tokenizer
     cfg = load_config("debug", [f'data.root="{root}"', f'synth.size="{size}"'])
     build_suite(cfg.synth, ShardStore(cfg.data.root, cfg.data), cfg.data.image_size, progress=False)
-    ensure_tokenizer(cfg)
+    ensure_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
     return str(root)
 
 

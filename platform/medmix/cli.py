@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from medmix.config import ConfigError
+    from medmix.options import ConfigError
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "verb", None) == "submit":

@@ -1,8 +1,9 @@
-"""Typed configuration: dataclass configs, TOML presets, `--set a.b=c` overrides, validation.
+"""The root config: `MedmixConfig`, TOML presets, `--set a.b=c` overrides, printing.
 
-Every component declares its own `@dataclass XConfig` beside the code it builds; this module
-only composes them into `MedmixConfig` and knows how to load, override, validate and print.
-Precedence: dataclass defaults < preset TOML (which may `extends` another preset) < `--set`.
+Every component declares its own `@dataclass XConfig` beside the code it builds, written with
+`medmix.options.option`; this module declares the root as those sections and knows how to
+load, override, validate and print it. Precedence: dataclass defaults < preset TOML (which may
+`extends` another preset) < `--set`.
 
     cfg = load_config("debug", overrides=["train.steps=20", "mixture.mode=random"])
     print(to_toml(cfg))      # what `--dry-run` shows
@@ -23,73 +24,44 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from medmix.data.config import MixtureConfig, StoreConfig, StreamConfig, TokenizerConfig
+from medmix.data.synth.config import SynthConfig
+from medmix.evaluate.config import EvalConfig
+from medmix.lineage.config import TrackerConfig
+from medmix.model.config import ModelConfig
+from medmix.options import ConfigError, option, replaces_whole, validate
+from medmix.serve.config import ServeConfig
+from medmix.train.config import DebugConfig, TrainConfig
+from medmix.tune.config import SweepConfig
+
+__all__ = ["MedmixConfig", "ConfigError", "option", "validate", "load_config", "to_toml", "to_dict",
+           "flatten", "config_from_dict", "config_from_toml_text", "list_presets", "read_preset"]
+
 PRESET_DIR = "presets"
 
 
-class ConfigError(ValueError):
-    """A configuration problem, always naming the key path and what would be valid."""
+def _section(cls: type) -> Any:
+    return field(default_factory=cls, metadata={"help": (cls.__doc__ or "").strip().splitlines()[0]})
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = None,
-           ge: float | None = None, gt: float | None = None, le: float | None = None,
-           lt: float | None = None, choices: tuple | None = None) -> Any:
-    """A config field with its one-line meaning and the range of valid values."""
-    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}
-    if default_factory is not None:
-        return field(default_factory=default_factory, metadata=meta)
-    return field(default=default, metadata=meta)
+@dataclass
+class MedmixConfig:
+    """The whole resolved configuration of one medmix job."""
 
-
-# --- the root config ---------------------------------------------------------------------
-
-# Sections of the root config: key -> "module:Class". A component adds its line here.
-SECTIONS: dict[str, str] = {
-    "data": "medmix.data.store:StoreConfig",
-    "synth": "medmix.data.synth.config:SynthConfig",
-    "tokenizer": "medmix.data.tokenizer:TokenizerConfig",
-    "mixture": "medmix.data.mixture_config:MixtureConfig",
-    "stream": "medmix.data.stream_config:StreamConfig",
-    "model": "medmix.model.config:ModelConfig",
-    "train": "medmix.train.config:TrainConfig",
-    "lineage": "medmix.lineage.config:TrackerConfig",
-    "debug": "medmix.train.config:DebugConfig",
-    "sweep": "medmix.tune.config:SweepConfig",
-    "serve": "medmix.serve.config:ServeConfig",
-    "eval": "medmix.evaluate.config:EvalConfig",
-}
-
-
-def _sections() -> dict[str, type]:
-    """Component configs, imported lazily so `medmix --help` stays fast."""
-    import importlib
-    out = {}
-    for key, target in SECTIONS.items():
-        module, _, name = target.partition(":")
-        out[key] = getattr(importlib.import_module(module), name)
-    return out
-
-
-def root_config_class() -> type:
-    """Build (once) the `MedmixConfig` dataclass out of the component configs."""
-    global _ROOT
-    if _ROOT is None:
-        fields = [
-            ("name", str, option("medmix", "run name: MLflow run and Ray Train run directory")),
-            ("seed", int, option(0, "global seed: data plan, model init, sampling", ge=0)),
-        ]
-        for key, cls in _sections().items():
-            fields.append((key, cls, field(default_factory=cls,
-                                           metadata={"help": (cls.__doc__ or "").strip().splitlines()[0]})))
-        _ROOT = dataclasses.make_dataclass("MedmixConfig", fields)
-        _ROOT.__doc__ = "The whole resolved configuration of one medmix job."
-    return _ROOT
-
-
-_ROOT: type | None = None
-
-
-def default_config() -> Any:
-    return root_config_class()()
+    name: str = option("medmix", "run name: MLflow run and Ray Train run directory")
+    seed: int = option(0, "global seed: data plan, model init, sampling", ge=0)
+    data: StoreConfig = _section(StoreConfig)
+    synth: SynthConfig = _section(SynthConfig)
+    tokenizer: TokenizerConfig = _section(TokenizerConfig)
+    mixture: MixtureConfig = _section(MixtureConfig)
+    stream: StreamConfig = _section(StreamConfig)
+    model: ModelConfig = _section(ModelConfig)
+    train: TrainConfig = _section(TrainConfig)
+    lineage: TrackerConfig = _section(TrackerConfig)
+    debug: DebugConfig = _section(DebugConfig)
+    sweep: SweepConfig = _section(SweepConfig)
+    serve: ServeConfig = _section(ServeConfig)
+    eval: EvalConfig = _section(EvalConfig)
 
 
 # --- presets -----------------------------------------------------------------------------
@@ -124,19 +96,29 @@ def read_preset(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict:
     return deep_merge(read_preset(parent, _seen + (name_or_path,)), data)
 
 
-def deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict, over: dict, cls: type | None = MedmixConfig) -> dict:
+    """`over` on top of `base`, table by table. A field declared `merge="replace"` (a free-form
+    map such as `mixture.weights`) is taken whole from `over`; `cls` is the dataclass the
+    tables describe, so the rule comes from the field's metadata, never from its name."""
+    fields, hints = _schema(cls)
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and not _is_map_field(key):
-            out[key] = deep_merge(out[key], value)
+        f = fields.get(key)
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not (f and replaces_whole(f)):
+            out[key] = deep_merge(out[key], value, _sub_dataclass(hints.get(key)))
         else:
             out[key] = value
     return out
 
 
-def _is_map_field(key: str) -> bool:
-    # free-form maps (task -> weight) are replaced whole, not merged key by key
-    return key in {"weights", "floors", "caps"}
+def _schema(cls: type | None) -> tuple[dict[str, dataclasses.Field], dict[str, Any]]:
+    if cls is None:
+        return {}, {}
+    return {f.name: f for f in dataclasses.fields(cls)}, typing.get_type_hints(cls)
+
+
+def _sub_dataclass(tp: Any) -> type | None:
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
 
 
 # --- overrides ---------------------------------------------------------------------------
@@ -171,11 +153,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 # --- building and validating -------------------------------------------------------------
 
-def load_config(preset: str | None = "debug", overrides: list[str] | None = None) -> Any:
+def load_config(preset: str | None = "debug", overrides: list[str] | None = None) -> MedmixConfig:
     """defaults < preset < overrides, validated; raises ConfigError naming the key path."""
     data = read_preset(preset) if preset else {}
     data = apply_overrides(data, overrides or [])
-    cfg = from_dict(root_config_class(), data, "")
+    cfg = from_dict(MedmixConfig, data, "")
     validate(cfg)
     return cfg
 
@@ -197,7 +179,7 @@ def from_dict(cls: type, data: dict, prefix: str) -> Any:
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key + ".")
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -242,60 +224,34 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported config type {tp}")
 
 
-def validate(cfg: Any, prefix: str = "") -> None:
-    """Check every field's range/choices, then the component's own `validate()` if it has one."""
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        key = prefix + f.name
-        if dataclasses.is_dataclass(value):
-            validate(value, key + ".")
-            continue
-        meta = f.metadata
-        values = value if isinstance(value, list) else [value]
-        for v in values:
-            if v is None:
-                continue
-            if meta.get("choices") and v not in meta["choices"]:
-                raise ConfigError(f"{key} = {v!r} is not one of {', '.join(map(str, meta['choices']))}")
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                for bound, ok, word in (("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
-                                        ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):
-                    limit = meta.get(bound)
-                    if limit is not None and not ok(v, limit):
-                        raise ConfigError(f"{key} = {v!r} is out of range: must be {word} {limit}")
-    check = getattr(cfg, "validate", None)
-    if callable(check):
-        try:
-            check()
-        except ConfigError as exc:
-            msg = str(exc)
-            raise ConfigError(msg if msg.startswith(prefix) or not prefix else f"{prefix.rstrip('.')}: {msg}") from None
-
-
 # --- printing ----------------------------------------------------------------------------
 
-def to_dict(cfg: Any) -> dict:
+def to_dict(cfg: MedmixConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def flatten(cfg: Any) -> dict[str, Any]:
-    """`{"train.lr": 3e-4, ...}` — what MLflow records as params. Takes a config or its dict."""
+def flatten(cfg: MedmixConfig | dict, cls: type | None = MedmixConfig) -> dict[str, Any]:
+    """`{"train.lr": 3e-4, ...}` — what MLflow records as params. Takes a config or its dict;
+    a map field (`mixture.weights`) stays one value, as it is one setting."""
     out: dict[str, Any] = {}
 
-    def walk(node: Any, prefix: str) -> None:
+    def walk(node: dict, prefix: str, cls: type | None) -> None:
+        fields, hints = _schema(cls)
         for key, value in node.items():
-            if isinstance(value, dict) and key not in ("weights", "floors", "caps"):
-                walk(value, f"{prefix}{key}.")
+            f = fields.get(key)
+            if isinstance(value, dict) and not (f and replaces_whole(f)):
+                walk(value, f"{prefix}{key}.", _sub_dataclass(hints.get(key)))
             else:
                 out[prefix + key] = value
-    walk(cfg if isinstance(cfg, dict) else to_dict(cfg), "")
+    walk(cfg if isinstance(cfg, dict) else to_dict(cfg), "", cls if isinstance(cfg, dict) else type(cfg))
     return out
 
 
-def to_toml(cfg: Any) -> str:
+def to_toml(cfg: MedmixConfig) -> str:
     """The resolved config as TOML, each field preceded by its one-line meaning."""
     lines: list[str] = [f"# {type(cfg).__doc__}"]
-    top, sections = [], []
+    top: list[dataclasses.Field] = []
+    sections: list[dataclasses.Field] = []
     for f in dataclasses.fields(cfg):
         (sections if dataclasses.is_dataclass(getattr(cfg, f.name)) else top).append(f)
     for f in top:
@@ -356,14 +312,14 @@ def _toml_value(value: Any) -> str:
     raise ConfigError(f"cannot write {value!r} as TOML")
 
 
-def config_from_toml_text(text: str) -> Any:
+def config_from_toml_text(text: str) -> MedmixConfig:
     """Rebuild a config from what `to_toml` wrote (checkpoints store it in medmix.json)."""
-    cfg = from_dict(root_config_class(), tomllib.loads(text), "")
+    cfg = from_dict(MedmixConfig, tomllib.loads(text), "")
     validate(cfg)
     return cfg
 
 
-def config_from_dict(data: dict) -> Any:
-    cfg = from_dict(root_config_class(), data, "")
+def config_from_dict(data: dict) -> MedmixConfig:
+    cfg = from_dict(MedmixConfig, data, "")
     validate(cfg)
     return cfg

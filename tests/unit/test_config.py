@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from medmix.config import (ConfigError, config_from_toml_text, flatten, list_presets, load_config,
-                           read_preset, to_toml)
+                           read_preset, to_dict, to_toml)
 
 
 @pytest.mark.parametrize("preset", list_presets())
@@ -69,3 +69,45 @@ def test_cli_dry_run_prints_resolved_toml_and_rejects_bad_keys():
     out = subprocess.run([sys.executable, "-m", "medmix.cli", "tasks", "--help"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and "--prompt" in out.stdout
+
+
+def test_a_child_preset_replaces_a_map_field_whole_and_merges_sections(tmp_path):
+    """`merge="replace"` in the field's metadata, not the key's name, decides: the parent's
+    `mixture.weights` do not leak into the child's, while other mixture keys still merge."""
+    parent = tmp_path / "parent.toml"
+    parent.write_text('[mixture]\nmode = "random"\nweights = { medqa = 1.0, cxr_report = 0.6 }\n'
+                      '[sweep]\nobjective = { val_loss = 1.0 }\n')
+    child = tmp_path / "child.toml"
+    child.write_text(f'extends = "{parent}"\n[mixture]\nweights = {{ vqa_rad = 2.0 }}\n'
+                     '[sweep]\nobjective = { "auc/cxr_classify" = 1.0 }\n')
+    cfg = load_config(str(child))
+    assert cfg.mixture.weights == {"vqa_rad": 2.0}
+    assert cfg.mixture.mode == "random"
+    assert cfg.sweep.objective == {"auc/cxr_classify": 1.0}
+
+
+def test_every_map_field_declares_it_is_replaced_whole():
+    """A free-form table added to any section must say how presets combine it (map_option)."""
+    import dataclasses
+    import typing
+
+    from medmix.config import MedmixConfig
+    from medmix.options import replaces_whole
+
+    loose = []
+    for section in dataclasses.fields(MedmixConfig):
+        cls = typing.get_type_hints(MedmixConfig)[section.name]
+        if not dataclasses.is_dataclass(cls):
+            continue
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if typing.get_origin(hints[f.name]) is dict and not replaces_whole(f):
+                loose.append(f"{section.name}.{f.name}")
+    assert not loose, f"map fields without map_option: {loose}"
+
+
+def test_flatten_keeps_a_map_field_as_one_param():
+    cfg = load_config("debug", ["mixture.weights={medqa=1.0}"])
+    flat = flatten(cfg)
+    assert flat["mixture.weights"] == {"medqa": 1.0}
+    assert flatten(to_dict(cfg)) == flat  # the dict form (a checkpoint's medmix.json) reads the same

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     steps = Steps()
     steps.run("1. synth: the bundled MultiMedBench-like suite",
               lambda: print(f"{build_bundled(cfg, progress=True)['total_rows']} rows in {cfg.data.root}"))
-    steps.run("2. tokenizer: BPE on the store's text", lambda: print(ensure_tokenizer(cfg)))
+    steps.run("2. tokenizer: BPE on the store's text", lambda: print(ensure_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)))
     result = steps.run("3. train: Ray Train + FSDP2 on the task mixture", lambda: train(cfg))
     print(summary(cfg, result))
     if result.error or not result.checkpoint:

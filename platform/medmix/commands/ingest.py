@@ -207,7 +207,7 @@ def _store(args):
 
 
 def run_variants(args: argparse.Namespace) -> int:
-    from medmix.config import validate
+    from medmix.options import validate
     from medmix.data.genomics.config import CandidateConfig, PileupConfig
     variants = _require("medmix.data.genomics.variants", "medmix ingest variants", "pysam")
     ingest_variants, label_counts = variants.ingest_variants, variants.label_counts

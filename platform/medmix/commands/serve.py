@@ -47,7 +47,7 @@ def apply_args(cfg, args: argparse.Namespace):
     """--host/--port/--gpus over the config (they win over --set, as the more specific flags)."""
     import dataclasses
 
-    from medmix.config import validate
+    from medmix.options import validate
     changes = {k: v for k, v in (("host", args.host), ("port", args.port), ("num_gpus", args.gpus)) if v is not None}
     if changes:
         cfg.serve = dataclasses.replace(cfg.serve, **changes)

@@ -37,7 +37,7 @@ from typing import Iterable
 
 import numpy as np
 
-from medmix.config import ConfigError
+from medmix.options import ConfigError
 
 STATE_VERSION = 1
 

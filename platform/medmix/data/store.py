@@ -29,21 +29,10 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medmix.config import option
+from medmix.data.config import StoreConfig
 from medmix.data.schema import SCHEMA, SCHEMA_VERSION, Example, RowError, check_example
 
 MANIFEST = "manifest.json"
-
-
-@dataclass
-class StoreConfig:
-    """Where the shard store lives and how its part files are cut."""
-
-    root: str = option("medmix-data", "shard store directory (local path)")
-    max_rows_per_shard: int = option(2048, "rows per Parquet part file before a new one starts", ge=1)
-    max_bytes_per_shard: int = option(64 * 2**20, "approximate bytes per part file", ge=1024)
-    row_group_rows: int = option(128, "rows per Parquet row group (the unit random reads decode)", ge=1)
-    image_size: int = option(224, "side of the square images models see, in pixels", ge=16, le=4096)
 
 
 class StoreError(RuntimeError):

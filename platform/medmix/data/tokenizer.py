@@ -1,7 +1,7 @@
 """The text tokenizer: a byte-level BPE trained on the store's text, or a decoder's own.
 
     medmix tokenizer train --preset debug          # -> <store root>/tokenizer/tokenizer.json
-    tok = load_tokenizer(cfg)                      # root config: tokenizer.path, the decoder's, or the store's
+    tok = load_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)  # given, the decoder's, or the store's
     tok.encode("Q: Is there an effusion? A:")      # plain text -> ids
 
 Training reads the train split of the store, renders every row's prompt (instruction,
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from medmix.config import option
+from medmix.data.config import TokenizerConfig
 
 PAD, BOS, EOS, UNK, IMG = "<pad>", "<bos>", "<eos>", "<unk>", "<img>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMG)
@@ -41,17 +41,6 @@ META_FILE = "tokenizer.meta.json"
 _BOS_NAMES = (BOS, "<s>", "<|begin_of_text|>", "<|startoftext|>", "[CLS]")
 _EOS_NAMES = (EOS, "</s>", "<|end_of_text|>", "<|endoftext|>", "<|eot_id|>", "<|im_end|>", "[SEP]")
 _PAD_NAMES = (PAD, "<|pad|>", "[PAD]", "<|finetune_right_pad_id|>")
-
-
-@dataclass
-class TokenizerConfig:
-    """The text tokenizer: trained BPE on the store's text, or the decoder's own."""
-
-    path: str = option("", "tokenizer to use: a tokenizer.json, a model directory or a .gguf (pkg:<package>/<file> "
-                       "allowed); '' = the decoder's own when model.decoder_path is set, else "
-                       "<store root>/tokenizer/tokenizer.json (trained on the store)")
-    vocab_size: int = option(4096, "BPE vocabulary size when training on the store's text", ge=64, le=1_000_000)
-    min_frequency: int = option(2, "minimum pair frequency for a BPE merge", ge=1)
 
 
 class TokenizerError(ValueError):
@@ -217,57 +206,44 @@ def default_path(store_root: str | os.PathLike) -> Path:
     return Path(store_root) / TOKENIZER_DIR / TOKENIZER_FILE
 
 
-def _parts(cfg, store_root) -> tuple[TokenizerConfig, str, str]:
-    """(tokenizer config, store root, decoder path) from a root config or a TokenizerConfig."""
-    if hasattr(cfg, "tokenizer"):  # the root config
-        model = getattr(cfg, "model", None)
-        return cfg.tokenizer, str(store_root or cfg.data.root), getattr(model, "decoder_path", "") or ""
-    if store_root is None:
-        raise TypeError("load_tokenizer(TokenizerConfig, store_root): the store root is needed")
-    return cfg, str(store_root), ""
-
-
-def resolve_path(cfg, store_root: str | os.PathLike | None = None) -> Path:
+def resolve_path(tcfg: TokenizerConfig, store_root: str | os.PathLike, decoder_path: str = "") -> Path:
     """Which tokenizer a config means, in this order:
 
     1. `tokenizer.path` (a tokenizer.json, a model directory or a .gguf; `pkg:` paths allowed);
     2. the decoder's own tokenizer when `model.decoder_path` names a pretrained decoder;
     3. the one trained on the store, `<data.root>/tokenizer/tokenizer.json`.
+
+    Callers holding the root config pass `cfg.tokenizer, cfg.data.root, cfg.model.decoder_path`.
     """
     from medmix.model.paths import resolve_local_path  # stdlib only
-    tcfg, root, decoder = _parts(cfg, store_root)
     if tcfg.path:
         return resolve_local_path(tcfg.path, what="tokenizer.path", must_exist=False)
-    if decoder:
-        return resolve_local_path(decoder, what="model.decoder_path", must_exist=False)
-    return default_path(root)
+    if decoder_path:
+        return resolve_local_path(decoder_path, what="model.decoder_path", must_exist=False)
+    return default_path(str(store_root))
 
 
-def load_tokenizer(cfg, store_root: str | os.PathLike | None = None) -> MedmixTokenizer:
-    """The tokenizer a config means (see `resolve_path`).
-
-    Args:
-        cfg: the root config, or a `TokenizerConfig` together with `store_root`.
-    """
-    return MedmixTokenizer.from_file(resolve_path(cfg, store_root))
+def load_tokenizer(tcfg: TokenizerConfig, store_root: str | os.PathLike,
+                   decoder_path: str = "") -> MedmixTokenizer:
+    """The tokenizer a config means (see `resolve_path`)."""
+    return MedmixTokenizer.from_file(resolve_path(tcfg, store_root, decoder_path))
 
 
-def ensure_tokenizer(cfg, store_root: str | os.PathLike | None = None) -> Path:
+def ensure_tokenizer(tcfg: TokenizerConfig, store_root: str | os.PathLike, decoder_path: str = "") -> Path:
     """Make sure the config's tokenizer exists: train it on the store when that is the one meant.
 
     A trained tokenizer is reused when it was trained on the same store digest with the same
     settings (otherwise retrained); a given or decoder-owned one must exist.
     """
     from medmix.data.store import ShardStore
-    tcfg, root, decoder = _parts(cfg, store_root)
-    path = resolve_path(cfg, store_root)
-    if tcfg.path or decoder:
+    path = resolve_path(tcfg, store_root, decoder_path)
+    if tcfg.path or decoder_path:
         if not path.exists():
             key = "tokenizer.path" if tcfg.path else "model.decoder_path"
             raise TokenizerError(f"{key}: {path} does not exist (a tokenizer.json, a model directory "
                                  f"or a .gguf file)")
         return path
-    return train_tokenizer(ShardStore(root), tcfg)
+    return train_tokenizer(ShardStore(str(store_root)), tcfg)
 
 
 def store_texts(store, split: str = "train") -> Iterator[str]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medmix.config import option
+from medmix.options import option
 from medmix.data.images import encode_png, square_resize
 from medmix.data.ingest.common import (IngestError, IngestSummary, ItemResult, guarded,
                                        hash_split, input_digest, run_parallel, write_ingest)
@@ -53,7 +53,7 @@ class VolumeConfig:
     window: str = option("auto", "'auto' (CT soft tissue 40,400 HU; else percentiles), 'percentile', or 'C,W'")
 
     def validate(self) -> None:
-        from medmix.config import ConfigError
+        from medmix.options import ConfigError
         if self.window not in ("auto", "percentile"):
             try:
                 _parse_window(self.window)
@@ -252,7 +252,7 @@ def ingest_volumes(store, paths: list[str | Path], reports: str | Path, task: st
     """
     started = time.perf_counter()
     cfg = cfg or VolumeConfig()
-    from medmix.config import validate
+    from medmix.options import validate
     validate(cfg)
     if not paths:
         raise VolumeInputError("no volume given")

@@ -36,9 +36,13 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from medmix.evaluate.predict import BatchPredictor, Prediction, Predictor, predict_rows, read_item_rows
+
+if TYPE_CHECKING:
+    from medmix.config import MedmixConfig
+    from medmix.evaluate.config import EvalConfig
 
 LINEAGE_FILE = "medmix.json"
 
@@ -87,7 +91,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "model"
 
 
-def resolve_model(ref: str | Path, cfg: Any, workdir: str | Path) -> ModelSource:
+def resolve_model(ref: str | Path, cfg: MedmixConfig, workdir: str | Path) -> ModelSource:
     """An export directory for `ref` (exporting a checkpoint into `workdir`), with its lineage."""
     path = Path(ref)
     if path.is_dir() and not (path / "config.json").is_file() and not (path / LINEAGE_FILE).is_file():
@@ -122,7 +126,7 @@ def resolve_model(ref: str | Path, cfg: Any, workdir: str | Path) -> ModelSource
     return src
 
 
-def _registered_version(cfg: Any, checkpoint: str) -> str | None:
+def _registered_version(cfg: MedmixConfig, checkpoint: str) -> str | None:
     """The registry version exported from `checkpoint`, if the registry has one."""
     try:
         from medmix.lineage.registry import TAG_CHECKPOINT, find_versions
@@ -148,7 +152,7 @@ def trained_tasks(train_config: dict | None, store) -> list[str]:
         return []
 
 
-def select_tasks(cfg: Any, store, source: ModelSource, split: str, tasks: Sequence[str] | None,
+def select_tasks(cfg: MedmixConfig, store, source: ModelSource, split: str, tasks: Sequence[str] | None,
                  notes: list[str]) -> list[str]:
     from medmix.tasks import get_task
     counts = store.counts()
@@ -190,7 +194,7 @@ def work_items(store, tasks: Sequence[str], split: str, batch_size: int, limit: 
 
 # -- running the model ----------------------------------------------------------------------
 
-def predict_items(export_dir: str, store_root: str, items: list[dict], ecfg: Any,
+def predict_items(export_dir: str, store_root: str, items: list[dict], ecfg: EvalConfig,
                   progress: bool = True) -> list[list[Prediction]]:
     """Predictions per item, in item order: on Ray Data actors or in this process."""
     if not items:
@@ -204,7 +208,7 @@ def predict_items(export_dir: str, store_root: str, items: list[dict], ecfg: Any
             for it in tqdm(items, desc="evaluate", unit="batch", disable=not progress)]
 
 
-def _predict_ray(export_dir: str, store_root: str, items: list[dict], ecfg: Any,
+def _predict_ray(export_dir: str, store_root: str, items: list[dict], ecfg: EvalConfig,
                  progress: bool) -> list[list[Prediction]]:
     import logging
 
@@ -312,7 +316,7 @@ def flat_metrics(per_task: dict[str, dict[str, float]]) -> dict[str, float]:
 
 # -- the job ----------------------------------------------------------------------------------
 
-def evaluate(cfg: Any, model_ref: str | Path, *, tasks: Sequence[str] | None = None, split: str | None = None,
+def evaluate(cfg: MedmixConfig, model_ref: str | Path, *, tasks: Sequence[str] | None = None, split: str | None = None,
              name: str | None = None, log: bool = True, write_report: bool = True,
              progress: bool = True) -> EvalResult:
     """Evaluate `model_ref` (checkpoint, run dir, export dir, `medmix/3`, `medmix@champion`).
@@ -360,7 +364,7 @@ def evaluate(cfg: Any, model_ref: str | Path, *, tasks: Sequence[str] | None = N
     return result
 
 
-def log_evaluation(cfg: Any, result: EvalResult, name: str) -> str | None:
+def log_evaluation(cfg: MedmixConfig, result: EvalResult, name: str) -> str | None:
     """One MLflow run: params, `<task>/<metric>` metrics, the report files as artifacts."""
     from medmix.lineage.tracker import build_tracker
     src = result.model
@@ -383,7 +387,7 @@ def log_evaluation(cfg: Any, result: EvalResult, name: str) -> str | None:
         return run.run_id
 
 
-def evaluate_export(export_dir: str | Path, cfg: Any, split: str = "val",
+def evaluate_export(export_dir: str | Path, cfg: MedmixConfig, split: str = "val",
                     tasks: Sequence[str] | None = None) -> dict[str, float]:
     """Flat metrics of an export on `split`, with nothing logged or written (sweep champion check)."""
     return evaluate(cfg, export_dir, tasks=tasks, split=split, log=False, write_report=False,

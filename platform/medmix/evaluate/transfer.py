@@ -28,7 +28,10 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from medmix.config import MedmixConfig
 
 # the one metric per task kind the table shows (the CSV has every metric)
 HEADLINE = {"mcq": "accuracy", "qa": "accuracy", "classify": "accuracy", "variant": "accuracy",
@@ -72,7 +75,7 @@ def headline(task: str) -> str:
     return HEADLINE[get_task(task).kind]
 
 
-def default_tasks(cfg: Any, store, split: str) -> list[str]:
+def default_tasks(cfg: MedmixConfig, store, split: str) -> list[str]:
     """Tasks the config's mixture trains on (weight > 0) that have rows in `split`."""
     from medmix.data.mixture import resolve_weights
     counts = store.counts()
@@ -80,7 +83,7 @@ def default_tasks(cfg: Any, store, split: str) -> list[str]:
     return sorted(t for t, w in weights.items() if w > 0 and counts.get(t, {}).get(split, 0) > 0)
 
 
-def _run_config(cfg: Any, name: str, storage: Path, mixture: dict[str, Any]) -> Any:
+def _run_config(cfg: MedmixConfig, name: str, storage: Path, mixture: dict[str, Any]) -> Any:
     from medmix.config import config_from_dict, to_dict
     data = to_dict(cfg)
     data["name"] = name
@@ -90,7 +93,7 @@ def _run_config(cfg: Any, name: str, storage: Path, mixture: dict[str, Any]) -> 
     return config_from_dict(data)
 
 
-def _key(cfg: Any, tasks: Sequence[str]) -> str:
+def _key(cfg: MedmixConfig, tasks: Sequence[str]) -> str:
     """Identify a comparison: everything that shapes the trained models."""
     from medmix.config import flatten
     flat = {k: v for k, v in flatten(cfg).items()
@@ -100,7 +103,7 @@ def _key(cfg: Any, tasks: Sequence[str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def train_and_evaluate(cfg: Any, role: str, name: str, storage: Path, mixture: dict[str, Any],
+def train_and_evaluate(cfg: MedmixConfig, role: str, name: str, storage: Path, mixture: dict[str, Any],
                        trained_on: list[str], eval_tasks: list[str], report_dir: Path) -> TransferRun:
     """Train one model of the comparison (or reuse its final checkpoint) and evaluate it."""
     from medmix.evaluate.runner import evaluate
@@ -125,7 +128,7 @@ def train_and_evaluate(cfg: Any, role: str, name: str, storage: Path, mixture: d
     return TransferRun(role, name, trained_on, checkpoint, run_id, ev.per_task, train_s, time.time() - t1, reused)
 
 
-def transfer_report(cfg: Any, tasks: Sequence[str] | None = None, ablate: str | None = "cxr_classify",
+def transfer_report(cfg: MedmixConfig, tasks: Sequence[str] | None = None, ablate: str | None = "cxr_classify",
                     out_dir: str | Path | None = None, log: bool = True) -> TransferResult:
     """Train generalist, specialists and the ablated generalist at equal compute; compare them.
 
@@ -248,7 +251,7 @@ def _chart(result: TransferResult, path: Path) -> None:
     plt.close(fig)
 
 
-def log_transfer(cfg: Any, result: TransferResult) -> str | None:
+def log_transfer(cfg: MedmixConfig, result: TransferResult) -> str | None:
     from medmix.lineage.tracker import build_tracker
     tracker = build_tracker(cfg.lineage)
     with tracker.start_run(f"{cfg.name}-transfer", tags={"medmix.kind": "transfer",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medmix.config import option
+from medmix.options import option
 
 
 @dataclass

@@ -25,9 +25,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from medmix.lineage.config import TrackerConfig
+
+if TYPE_CHECKING:
+    from medmix.config import MedmixConfig
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +133,7 @@ class Tracker:
         """Set run tags (values become strings)."""
 
     # -- composed from the primitives above ------------------------------------------------
-    def log_config(self, cfg: Any) -> None:
+    def log_config(self, cfg: MedmixConfig) -> None:
         """Params = the flattened config; the full TOML as artifact `config.toml`."""
         from medmix.config import flatten, to_toml
         self.log_params(flatten(cfg))
@@ -172,7 +175,7 @@ class Tracker:
 class NullTracker(Tracker):
     """Records nothing: `lineage.enabled = false`, and every rank but 0."""
 
-    def log_config(self, cfg: Any) -> None:
+    def log_config(self, cfg: MedmixConfig) -> None:
         pass
 
     def log_store(self, root: str | Path, context: str = "training") -> list[DatasetRecord]:

@@ -30,13 +30,16 @@ import string
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medmix.data.encode import EncodeError, encode_options, encode_prompt
 from medmix.data.images import ImageDecodeError, decode_image, encode_png, square_resize, to_model_input
 from medmix.tasks import OPTION_KINDS, TaskSpec
+
+if TYPE_CHECKING:
+    from medmix.serve.config import ServeConfig
 
 SCALARS = (str, int, float, bool)
 IMAGE_KEYS = ("image", "images")
@@ -67,7 +70,7 @@ class Limits:
     max_options: int = 26
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "Limits":
+    def from_config(cls, cfg: ServeConfig) -> "Limits":
         return cls(**{k: getattr(cfg, k) for k in cls.__dataclass_fields__})
 
 

@@ -19,7 +19,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medmix.lineage.config import TrackerConfig
 
 LINEAGE_KEYS = ("run_id", "step", "checkpoint", "parent_checkpoint", "store_digest", "task_digests",
                 "tokenizer_digest", "metrics")
@@ -99,7 +102,7 @@ def export_for_serving(path: Path, lineage_root: str) -> Path:
     return export_checkpoint(ckpt, out)
 
 
-def resolve_model(spec: str, lineage_cfg: Any) -> ModelEntry:
+def resolve_model(spec: str, lineage_cfg: TrackerConfig) -> ModelEntry:
     """One `--model` value -> a ModelEntry (downloading or exporting as needed)."""
     from medmix.lineage.registry import get_version, parse_model_ref, resolve_model_uri
     path = Path(spec).expanduser()
@@ -130,7 +133,7 @@ def resolve_model(spec: str, lineage_cfg: Any) -> ModelEntry:
                       aliases=[a for a in dict.fromkeys(aliases) if a != f"{info.name}/{info.version}"])
 
 
-def resolve_models(specs: list[str], lineage_cfg: Any) -> list[ModelEntry]:
+def resolve_models(specs: list[str], lineage_cfg: TrackerConfig) -> list[ModelEntry]:
     """Every `--model`, in order (the first is the default); duplicates merge their aliases."""
     if not specs:
         raise ValueError("no model to serve: give --model medmix@champion, medmix/N, an export or a checkpoint")
@@ -150,7 +153,7 @@ def resolve_models(specs: list[str], lineage_cfg: Any) -> list[ModelEntry]:
     return list(out.values())
 
 
-def local_path(entry: ModelEntry, lineage_cfg: Any | None = None) -> Path:
+def local_path(entry: ModelEntry, lineage_cfg: TrackerConfig | None = None) -> Path:
     """The entry's export directory on this node: as resolved, or fetched again from the
     registry (replicas on another node of a cluster without shared storage)."""
     path = Path(entry.path)

@@ -74,7 +74,7 @@ def _jsonable(value: Any) -> Any:
 
 def rng_state() -> dict[str, str]:
     """Python, numpy and torch RNG states as base64 text (JSON, no pickle)."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # the legacy tuple: (name, keys, pos, has_gauss, gauss)
     return {
         "python": base64.b64encode(json.dumps(random.getstate()).encode()).decode(),
         "numpy": base64.b64encode(json.dumps([np_state[0], np_state[1].tolist(), *np_state[2:]]).encode()).decode(),

@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from medmix.train.checkpoint import dcp_load, read_meta
+
+if TYPE_CHECKING:
+    from medmix.lineage.config import TrackerConfig
 
 LINEAGE_FILE = "medmix.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -35,7 +38,7 @@ def load_checkpoint_model(checkpoint: str | Path):
 
     meta = read_meta(checkpoint)
     cfg = config_from_dict(meta["config"])
-    tok = load_tokenizer(cfg)
+    tok = load_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
     model = build_model(cfg.model, vocab_size=len(tok), image_token_id=tok.image_token_id,
                         pad_token_id=tok.pad_id)
     state = {"model": model.state_dict()}
@@ -73,7 +76,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, dtype: tor
     return out_dir
 
 
-def register_checkpoint_export(tracker_cfg: Any, checkpoint: str | Path, export_dir: str | Path,
+def register_checkpoint_export(tracker_cfg: TrackerConfig, checkpoint: str | Path, export_dir: str | Path,
                                tags: dict | None = None, name: str | None = None) -> str | None:
     """Register the export as a new version of the model registry; returns the version."""
     from medmix.lineage.registry import TAG_CHECKPOINT, TAG_STEP, TAG_STORE_DIGEST, register_export

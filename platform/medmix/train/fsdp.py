@@ -18,7 +18,7 @@ BLOCK_SUFFIXES = ("Block", "DecoderLayer")
 
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     """The repeated blocks of the vision encoder and the decoder, in forward order."""
-    blocks = []
+    blocks: list[nn.Module] = []
     for module in model.modules():
         name = type(module).__name__
         if module is model or not name.endswith(BLOCK_SUFFIXES):

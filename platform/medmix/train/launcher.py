@@ -18,9 +18,12 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medmix.runtime import ensure_ray
+
+if TYPE_CHECKING:
+    from medmix.config import MedmixConfig
 
 RUN_INFO = "medmix-run.json"
 
@@ -34,7 +37,7 @@ class TrainResult:
     error: str | None = None
 
 
-def use_gpu(cfg: Any) -> bool:
+def use_gpu(cfg: MedmixConfig) -> bool:
     """train.use_gpu resolved against the connected cluster."""
     if cfg.train.use_gpu == "auto":
         import ray
@@ -42,15 +45,15 @@ def use_gpu(cfg: Any) -> bool:
     return cfg.train.use_gpu == "true"
 
 
-def prepare(cfg: Any) -> None:
+def prepare(cfg: MedmixConfig) -> None:
     """Check inputs before any worker starts: the store exists, the tokenizer is there."""
     from medmix.data.store import ShardStore
     from medmix.data.tokenizer import ensure_tokenizer
     ShardStore(cfg.data.root).manifest()  # clear error if the store is missing
-    ensure_tokenizer(cfg)
+    ensure_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
 
 
-def absolutize(cfg: Any) -> Path:
+def absolutize(cfg: MedmixConfig) -> Path:
     """Make every path in cfg absolute (workers may run elsewhere); return the run directory."""
     storage = Path(cfg.train.storage_path).expanduser().resolve()
     cfg.train.storage_path = str(storage)
@@ -61,7 +64,7 @@ def absolutize(cfg: Any) -> Path:
     return storage / cfg.name
 
 
-def build_torch_trainer(cfg: Any, run_id: str | None, run_dir: Path, *, use_gpu: bool,
+def build_torch_trainer(cfg: MedmixConfig, run_id: str | None, run_dir: Path, *, use_gpu: bool,
                         callbacks: list | None = None):
     """The TorchTrainer for one run: what `train()` fits, and what each sweep trial fits."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -87,7 +90,7 @@ def build_torch_trainer(cfg: Any, run_id: str | None, run_dir: Path, *, use_gpu:
     )
 
 
-def train(cfg: Any) -> TrainResult:
+def train(cfg: MedmixConfig) -> TrainResult:
     """Run (or resume) the training job described by `cfg` and wait for it to finish."""
     from medmix.lineage.tracker import build_tracker
 
@@ -120,7 +123,7 @@ def _read_info(run_dir: Path) -> dict:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
-def open_run(tracker: Any, cfg: Any, run_dir: Path, parent_run_id: str | None = None,
+def open_run(tracker: Any, cfg: MedmixConfig, run_dir: Path, parent_run_id: str | None = None,
              kind: str = "train") -> str | None:
     """Re-open the MLflow run of a re-submitted run, or start a new one with its lineage."""
     run_dir.mkdir(parents=True, exist_ok=True)

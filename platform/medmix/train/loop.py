@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from medmix.config import config_from_dict, to_dict
+from medmix.config import MedmixConfig, config_from_dict, to_dict
 from medmix.data.stream import build_rank_stream
 from medmix.data.tokenizer import load_tokenizer
 from medmix.model import build_model
@@ -26,7 +26,7 @@ from medmix.train.optim import build_optimizer
 from medmix.train.trainer import Callback, Trainer
 
 
-def build_trainer(cfg: Any, *, rank: int, world_size: int, device: torch.device,
+def build_trainer(cfg: MedmixConfig, *, rank: int, world_size: int, device: torch.device,
                   callbacks: list[Callback] | None = None, checkpoint: str | None = None,
                   run_id: str | None = None, use_ray_data: bool | None = None) -> Trainer:
     """One rank's Trainer from the root config: model (+ AC, compile, FSDP2), optimizer, stream.
@@ -41,7 +41,7 @@ def build_trainer(cfg: Any, *, rank: int, world_size: int, device: torch.device,
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)  # same init on every rank before sharding
-    tokenizer = load_tokenizer(cfg)
+    tokenizer = load_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
     model = build_model(cfg.model, vocab_size=len(tokenizer), image_token_id=tokenizer.image_token_id,
                         pad_token_id=tokenizer.pad_id)
     flops_per_token = model.flops_per_token(cfg.stream.max_seq_len)
@@ -64,7 +64,7 @@ def build_trainer(cfg: Any, *, rank: int, world_size: int, device: torch.device,
     return trainer
 
 
-def run_callbacks(cfg: Any, run_id: str | None, run_dir: Path, rank: int) -> list[Callback]:
+def run_callbacks(cfg: MedmixConfig, run_id: str | None, run_dir: Path, rank: int) -> list[Callback]:
     """What a Ray Train worker does around the loop, in order (see train/callbacks.py)."""
     callbacks: list[Callback] = [ExampleLedger(run_dir, rank), ConsoleLog(cfg.train.steps),
                                  PrometheusExport(cfg.name), RayTrainReport(run_dir),

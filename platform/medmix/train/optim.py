@@ -26,7 +26,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, *, fused: bool) -> torch.optim.Optimizer:
     """AdamW without weight decay on biases and norms (the usual split)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

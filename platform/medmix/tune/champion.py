@@ -28,7 +28,10 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from medmix.config import MedmixConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ class ChampionDecision:
         return asdict(self)
 
 
-def eval_set_fingerprint(cfg: Any, tasks: list[str]) -> str:
+def eval_set_fingerprint(cfg: MedmixConfig, tasks: list[str]) -> str:
     """Identify what a validation objective was measured on; equal only if comparable."""
     from medmix.data.store import ShardStore
     store = ShardStore(cfg.data.root)
@@ -70,7 +73,7 @@ def eval_set_fingerprint(cfg: Any, tasks: list[str]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def objective_definition(cfg: Any) -> str:
+def objective_definition(cfg: MedmixConfig) -> str:
     return json.dumps({"weights": dict(cfg.sweep.objective) or {"val_loss": 1.0}, "mode": cfg.sweep.mode},
                       sort_keys=True)
 
@@ -95,7 +98,7 @@ def better(candidate: float, incumbent: float, mode: str) -> bool:
     return candidate < incumbent if mode == "min" else candidate > incumbent
 
 
-def crown(cfg: Any, best: Any, tracker: Any, sweep_dir: str | Path) -> ChampionDecision:
+def crown(cfg: MedmixConfig, best: Any, tracker: Any, sweep_dir: str | Path) -> ChampionDecision:
     """Export + register `best` (a TrialSummary) and decide whether it becomes the champion.
 
     `tracker` has the sweep's parent run open; the decision is logged there.
@@ -133,13 +136,13 @@ def crown(cfg: Any, best: Any, tracker: Any, sweep_dir: str | Path) -> ChampionD
     return decision
 
 
-def objective_tags(cfg: Any, value: float, fingerprint: str) -> dict[str, str]:
+def objective_tags(cfg: MedmixConfig, value: float, fingerprint: str) -> dict[str, str]:
     """Version tags that let a later sweep compare against this version."""
     return {TAG_OBJECTIVE: repr(float(value)), TAG_OBJECTIVE_DEF: objective_definition(cfg),
             TAG_EVAL_SET: fingerprint}
 
 
-def decide_and_promote(cfg: Any, version: str, candidate_value: float, fingerprint: str,
+def decide_and_promote(cfg: MedmixConfig, version: str, candidate_value: float, fingerprint: str,
                        export_dir: str | Path) -> ChampionDecision:
     """Move `name@alias` to `version` if it beats the version the alias points at now.
 
@@ -187,7 +190,7 @@ def decide_and_promote(cfg: Any, version: str, candidate_value: float, fingerpri
                             export_dir=str(export_dir), model_uri=f"{name}/{version}")
 
 
-def _evaluate_both(cfg: Any, export_dir: Path, name: str, alias: str,
+def _evaluate_both(cfg: MedmixConfig, export_dir: Path, name: str, alias: str,
                    objective_value: Callable) -> tuple[float, float] | None:
     """Both exports scored by the evaluator on the validation split; None if it cannot be done."""
     evaluate = _evaluator()

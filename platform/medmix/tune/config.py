@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medmix.config import ConfigError, option
+from medmix.options import ConfigError, map_option, option
 from medmix.model.config import SCALES
 
 
@@ -21,10 +21,9 @@ class SweepConfig:
     num_samples: int = option(8, "trials to run (each one a Ray Train run)", ge=1)
     tasks: list[str] = option(default_factory=list, help="tasks whose mixture shares are searched; empty = "
                               "every task of the mixture (mixture.tasks or the store's) not held fixed")
-    fixed: dict[str, float] = option(default_factory=dict, help="task -> share of the whole mixture "
-                                     "held fixed in every trial")
+    fixed: dict[str, float] = map_option("task -> share of the whole mixture held fixed in every trial")
     floor: float = option(0.0, "minimum share of every searched task", ge=0, lt=1)
-    floors: dict[str, float] = option(default_factory=dict, help="task -> minimum share, replacing `floor` for that task")
+    floors: dict[str, float] = map_option("task -> minimum share, replacing `floor` for that task")
     simplex: str = option("exp", "how sampled params map onto the simplex: exp = normalised -log u "
                           "(Dirichlet(1) for uniform u), softmax = softmax of logits", choices=("exp", "softmax"))
     logit_range: float = option(3.0, "softmax: logits are sampled in [-logit_range, logit_range]", gt=0)
@@ -40,8 +39,8 @@ class SweepConfig:
                             choices=("asha", "fifo"))
     grace_period: int = option(10, "ASHA: optimizer steps every trial trains before it may be stopped", ge=1)
     reduction_factor: float = option(2.0, "ASHA: keep the best 1/reduction_factor at each rung", gt=1)
-    objective: dict[str, float] = option(default_factory=dict, help="metric -> weight; the objective is "
-                                         "their weighted mean; empty = val_loss (mean per-task validation loss)")
+    objective: dict[str, float] = map_option("metric -> weight; the objective is their weighted mean; "
+                                             "empty = val_loss (mean per-task validation loss)")
     mode: str = option("min", "whether the objective is minimised or maximised", choices=("min", "max"))
     max_concurrent: int = option(0, "trials at once; 0 = as many as the cluster's CPUs/GPUs hold", ge=0)
     data_cpus_per_trial: float = option(1.0, "logical CPUs each trial leaves free for its Ray Data reads", ge=0)

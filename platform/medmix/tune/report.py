@@ -19,13 +19,16 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medmix.tune.law import (OBJECTIVE, MixtureLaw, TrialTable, choose_target_scale, fit_law,
                              rank_invariance, scale_ordinal, write_trials)
 from medmix.tune.space import SearchSpace, sample_mixtures
+
+if TYPE_CHECKING:
+    from medmix.config import MedmixConfig
 
 
 @dataclass
@@ -221,7 +224,7 @@ def summary_markdown(report: AnalysisReport, law: MixtureLaw, *, title: str, mod
 
 # --- a sweep read back ---------------------------------------------------------------------
 
-def analyze_sweep(cfg: Any, sweep: str, *, target_scale: str | None = None, step: int | None = None,
+def analyze_sweep(cfg: MedmixConfig, sweep: str, *, target_scale: str | None = None, step: int | None = None,
                   out: Path | None = None, log: bool = True):
     """`medmix sweep analyze SWEEP`: the mixture-law report of a finished (or running) sweep.
 

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medmix.lineage import backend
 from medmix.tune.law import SHARE_PREFIX, TrialTable, normalise_records
 
+if TYPE_CHECKING:
+    from medmix.config import MedmixConfig
+
 OBJECTIVE_PARAM = "sweep.objective_def"
 
 
-def find_parent_run(cfg: Any, name: str) -> str | None:
+def find_parent_run(cfg: MedmixConfig, name: str) -> str | None:
     """The newest parent run of the sweep called `name` in the tracking store, if any."""
     client = backend.client(cfg)
     runs = client.search_runs([backend.experiment_id(cfg)],
@@ -33,7 +36,7 @@ def find_parent_run(cfg: Any, name: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def trials_from_mlflow(cfg: Any, parent_run_id: str) -> TrialTable:
+def trials_from_mlflow(cfg: MedmixConfig, parent_run_id: str) -> TrialTable:
     """Every (child run, evaluated step) of the sweep whose parent run is `parent_run_id`."""
     from medmix.tune.sweep import objective_value
     client = backend.client(cfg)
@@ -67,7 +70,7 @@ def trials_from_mlflow(cfg: Any, parent_run_id: str) -> TrialTable:
     return TrialTable(normalise_records(records, where=f"child runs of {parent_run_id}"))
 
 
-def child_runs(cfg: Any, parent_run_id: str) -> list[dict[str, str]]:
+def child_runs(cfg: MedmixConfig, parent_run_id: str) -> list[dict[str, str]]:
     """The sweep's child runs: run id, trial id and MLflow status of each."""
     client = backend.client(cfg)
     runs = client.search_runs([backend.experiment_id(cfg)],
@@ -76,11 +79,11 @@ def child_runs(cfg: Any, parent_run_id: str) -> list[dict[str, str]]:
             for r in runs]
 
 
-def run_artifacts(cfg: Any, run_id: str, folder: str) -> list[str]:
+def run_artifacts(cfg: MedmixConfig, run_id: str, folder: str) -> list[str]:
     """Artifact paths directly under `folder` of a run."""
     return [a.path for a in backend.client(cfg).list_artifacts(run_id, folder)]
 
 
-def log_artifacts(cfg: Any, run_id: str, path: str | Path, artifact_path: str) -> None:
+def log_artifacts(cfg: MedmixConfig, run_id: str, path: str | Path, artifact_path: str) -> None:
     """Attach a directory to a run without re-opening it (its status stays what it was)."""
     backend.client(cfg).log_artifacts(run_id, str(path), artifact_path)

@@ -18,11 +18,15 @@ sampled point is a valid mixture, and the same params always give the same mixtu
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from medmix.config import ConfigError
+from medmix.options import ConfigError
+
+if TYPE_CHECKING:
+    from medmix.config import MedmixConfig
+    from medmix.model.config import ModelConfig
 
 MIX_PREFIX = "mix."
 VISION_KEY = "model.vision_scale"
@@ -200,12 +204,12 @@ def apply_params(base: Any, space: SearchSpace, params: Mapping[str, Any]) -> An
     return config_from_dict(data)
 
 
-def scale_key(model_cfg: Any) -> str:
+def scale_key(model_cfg: ModelConfig) -> str:
     """'vision/language' scale of a model config (empty per-half scales fall back to `scale`)."""
     return f"{model_cfg.vision_scale or model_cfg.scale}/{model_cfg.language_scale or model_cfg.scale}"
 
 
-def trial_record(cfg: Any, space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]:
+def trial_record(cfg: MedmixConfig, space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]:
     """What a child run records as params: shares, scales, lr and the raw sampled values."""
     shares = mixture_from_params(space, params)
     out: dict[str, Any] = {f"sweep.share.{t}": round(v, 6) for t, v in shares.items()}

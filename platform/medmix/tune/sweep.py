@@ -32,12 +32,15 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from medmix.tune.space import (SearchSpace, apply_params, build_space, mixture_from_params, scale_key,
                                trial_record, tune_space)
+
+if TYPE_CHECKING:
+    from medmix.config import MedmixConfig
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +106,7 @@ def trial_concurrency(resources: Mapping[str, float], *, cpus_per_trial: float, 
     return min(n, cap) if cap else n
 
 
-def mixture_tasks(cfg: Any) -> list[str]:
+def mixture_tasks(cfg: MedmixConfig) -> list[str]:
     """Tasks the mixture may train on: `mixture.tasks`, else the store's tasks with train rows."""
     from medmix.data.store import ShardStore
     if cfg.mixture.tasks:
@@ -220,7 +223,7 @@ class SweepResult:
         return out
 
 
-def run_sweep(cfg: Any, *, analyze: bool = True) -> SweepResult:
+def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
     """Run (or resume) the sweep `cfg` describes; export and register its champion."""
     import ray
     from ray import tune
@@ -297,9 +300,9 @@ def run_sweep(cfg: Any, *, analyze: bool = True) -> SweepResult:
     return result
 
 
-def check_train_config(cfg: Any) -> None:
+def check_train_config(cfg: MedmixConfig) -> None:
     """What a sweep needs of `[train]`: validation results ASHA can place at a step."""
-    from medmix.config import ConfigError
+    from medmix.options import ConfigError
     if cfg.sweep.scheduler != "asha":
         return
     if not cfg.train.eval_every:
@@ -317,7 +320,7 @@ def trial_dirname(trial: Any) -> str:
     return trial.trial_id
 
 
-def _searcher(cfg: Any):
+def _searcher(cfg: MedmixConfig):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
     seed = cfg.seed
@@ -327,7 +330,7 @@ def _searcher(cfg: Any):
     return OptunaSearch(sampler=sampler)
 
 
-def _scheduler(cfg: Any):
+def _scheduler(cfg: MedmixConfig):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     if cfg.sweep.scheduler == "fifo":
         return FIFOScheduler()
@@ -339,7 +342,7 @@ def _scheduler(cfg: Any):
                          reduction_factor=cfg.sweep.reduction_factor)
 
 
-def _open_parent(tracker: Any, cfg: Any, sweep_dir: Path, space: SearchSpace) -> tuple[str | None, bool]:
+def _open_parent(tracker: Any, cfg: MedmixConfig, sweep_dir: Path, space: SearchSpace) -> tuple[str | None, bool]:
     """Re-open the sweep's parent run (a re-run of the same sweep) or start it."""
     info = read_json(sweep_dir / SWEEP_INFO)
     tags = {"medmix.kind": "sweep", "medmix.sweep": cfg.name, "medmix.sweep_dir": str(sweep_dir)}
@@ -366,7 +369,7 @@ def _open_parent(tracker: Any, cfg: Any, sweep_dir: Path, space: SearchSpace) ->
     return tracker.run_id, False
 
 
-def summarise_trial(result: Any, cfg: Any, space: SearchSpace, sweep_dir: Path) -> TrialSummary:
+def summarise_trial(result: Any, cfg: MedmixConfig, space: SearchSpace, sweep_dir: Path) -> TrialSummary:
     """A Tune `Result` (plus the trial's run dir on disk) -> `TrialSummary`."""
     from medmix.train.launcher import RUN_INFO
     metrics = dict(result.metrics or {})
@@ -409,7 +412,7 @@ def best_trial(trials: list[TrialSummary], mode: str) -> TrialSummary | None:
     return min(done, key=lambda t: (t.objective if mode == "min" else -t.objective, t.trial_id))
 
 
-def trial_table(grid: Any, space: SearchSpace, cfg: Any):
+def trial_table(grid: Any, space: SearchSpace, cfg: MedmixConfig):
     """Every evaluated (trial, step) of the sweep, as the mixture law reads it."""
     from medmix.tune.law import TrialTable, normalise_records
     records = []
@@ -430,7 +433,7 @@ def trial_table(grid: Any, space: SearchSpace, cfg: Any):
     return TrialTable(normalise_records(records) if records else [])
 
 
-def _close_child_runs(cfg: Any, trials: list[TrialSummary], parent_run_id: str | None) -> None:
+def _close_child_runs(cfg: MedmixConfig, trials: list[TrialSummary], parent_run_id: str | None) -> None:
     """Record each trial's outcome on its child run and close it.
 
     A trial ASHA stops (or that fails) dies with its actor before its own code can end the
@@ -460,7 +463,7 @@ def _close_child_runs(cfg: Any, trials: list[TrialSummary], parent_run_id: str |
         tracker.end_run({"complete": "FINISHED", "stopped": "KILLED"}.get(t.status, "FAILED"))
 
 
-def _ensure_checkpoint_record(cfg: Any, tracker: Any, trial: TrialSummary) -> None:
+def _ensure_checkpoint_record(cfg: MedmixConfig, tracker: Any, trial: TrialSummary) -> None:
     """Record the final checkpoint on the child run if the trial died before rank 0 did.
 
     Rank 0 records a checkpoint in MLflow right after reporting it; ASHA can stop the trial
@@ -478,7 +481,7 @@ def _ensure_checkpoint_record(cfg: Any, tracker: Any, trial: TrialSummary) -> No
                               data_state=meta.get("data_state"), parent_checkpoint=meta.get("parent_checkpoint"))
 
 
-def _log_outcome(tracker: Any, cfg: Any, result: SweepResult, sweep_dir: Path) -> None:
+def _log_outcome(tracker: Any, cfg: MedmixConfig, result: SweepResult, sweep_dir: Path) -> None:
     """On the parent run: the trials, the best trial and its whole config, compute used."""
     from medmix.config import to_toml
     counts = {s: sum(1 for t in result.trials if t.status == s) for s in ("complete", "stopped", "error")}
@@ -503,7 +506,7 @@ def _log_outcome(tracker: Any, cfg: Any, result: SweepResult, sweep_dir: Path) -
         tracker.log_artifact(sweep_dir / TRIALS_CSV, "sweep")
 
 
-def _analyze(cfg: Any, table: Any, space: SearchSpace, sweep_dir: Path, tracker: Any, result: SweepResult):
+def _analyze(cfg: MedmixConfig, table: Any, space: SearchSpace, sweep_dir: Path, tracker: Any, result: SweepResult):
     """The mixture-law report at the end of a sweep; a sweep too small for a law is not an error."""
     from medmix.tune.report import analyze
     n_trials = len({r["trial"] for r in table.records})

@@ -29,19 +29,19 @@ def test_tokenizer_train_verb(suite_cfg, capsys):
     root = f'data.root="{suite_cfg.data.root}"'
     assert main(["tokenizer", "train", "--set", root]) == 0
     out = capsys.readouterr().out
-    path = resolve_path(suite_cfg)
+    path = resolve_path(suite_cfg.tokenizer, suite_cfg.data.root, suite_cfg.model.decoder_path)
     assert str(path) in out and "digest" in out
     meta = json.loads(path.with_name(META_FILE).read_text())
     assert meta["store_digest"] == ShardStore(suite_cfg.data.root).digest()
     assert main(["tokenizer", "show", "--set", root, "--text", "Given <img>."]) == 0
     assert "tokens:" in capsys.readouterr().out
-    assert ensure_tokenizer(suite_cfg) == path  # up to date: reused, not retrained
-    assert load_tokenizer(suite_cfg).digest == meta["sha256"]
+    assert ensure_tokenizer(suite_cfg.tokenizer, suite_cfg.data.root, suite_cfg.model.decoder_path) == path  # up to date: reused, not retrained
+    assert load_tokenizer(suite_cfg.tokenizer, suite_cfg.data.root, suite_cfg.model.decoder_path).digest == meta["sha256"]
 
 
 def test_each_rank_streams_its_slice_of_the_debug_mixture(ray_local, suite_cfg):
-    ensure_tokenizer(suite_cfg)
-    tok = load_tokenizer(suite_cfg)
+    ensure_tokenizer(suite_cfg.tokenizer, suite_cfg.data.root, suite_cfg.model.decoder_path)
+    tok = load_tokenizer(suite_cfg.tokenizer, suite_cfg.data.root, suite_cfg.model.decoder_path)
     ranks = [build_rank_stream(suite_cfg, tok, rank=r, world_size=2, use_ray=(r == 0)) for r in range(2)]
     assert isinstance(ranks[0], RankStream)
     store = ShardStore(suite_cfg.data.root)
@@ -77,8 +77,8 @@ def test_each_rank_streams_its_slice_of_the_debug_mixture(ray_local, suite_cfg):
 
 def test_augmented_stream_changes_only_allowed_tasks_and_repeats_exactly(suite_cfg):
     from dataclasses import replace
-    ensure_tokenizer(suite_cfg)
-    tok = load_tokenizer(suite_cfg)
+    ensure_tokenizer(suite_cfg.tokenizer, suite_cfg.data.root, suite_cfg.model.decoder_path)
+    tok = load_tokenizer(suite_cfg.tokenizer, suite_cfg.data.root, suite_cfg.model.decoder_path)
     aug_cfg = replace(suite_cfg, stream=replace(suite_cfg.stream, augment=True))
 
     def first_batches(cfg, n=4):

@@ -18,7 +18,7 @@ from medmix.data.schema import Example
 from medmix.data.store import ShardStore, StoreConfig
 from medmix.data.stream import (LocalStream, RayStream, StreamError, build_stream, iter_split, local_num_cpus,
                                 make_batch_spec)
-from medmix.data.stream_config import StreamConfig
+from medmix.data.config import StreamConfig
 from medmix.data.tokenizer import MedmixTokenizer, TokenizerConfig, train_tokenizer
 
 WEIGHTS = {"derm_pad": 2.0, "mimic3_summary": 1.0, "medqa": 1.0, "volume_report": 1.0, "pubmedqa": 0.0}

@@ -26,7 +26,7 @@ def test_ingest_train_call_variants_writes_a_valid_vcf(tmp_path, ray_local, caps
     store = ShardStore(cfg.data.root, cfg.data)
     sources = synth_genomics(cfg, store)["variant_calling"]
     assert store.counts()["variant_calling"]["train"] > 0
-    ensure_tokenizer(cfg)
+    ensure_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
     result = train(cfg)
     assert result.error is None
     export = export_checkpoint(result.checkpoint, tmp_path / "export")

@@ -27,7 +27,7 @@ def make_export(out: Path, cfg, seed: int = 0) -> Path:
     from medmix.config import to_dict
     from medmix.data.tokenizer import load_tokenizer
     from medmix.model import build_model, save_exported
-    tok = load_tokenizer(cfg)
+    tok = load_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
     torch.manual_seed(seed)
     model = build_model(cfg.model, vocab_size=len(tok), image_token_id=tok.image_token_id, pad_token_id=tok.pad_id)
     out = Path(out)

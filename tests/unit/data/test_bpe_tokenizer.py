@@ -121,19 +121,24 @@ def test_root_config_resolution_order(trained, tmp_path):
     """tokenizer.path, else the pretrained decoder's own tokenizer, else the store's."""
     from medmix.config import load_config
     from medmix.data.tokenizer import ensure_tokenizer, resolve_path
+
+    def sections(cfg):
+        return cfg.tokenizer, cfg.data.root, cfg.model.decoder_path
+
     store, path = trained
     root = f'data.root="{store.root}"'
-    assert resolve_path(load_config("debug", [root])) == path
-    assert ensure_tokenizer(load_config("debug", [root])) == path
+    assert resolve_path(*sections(load_config("debug", [root]))) == path
+    assert ensure_tokenizer(*sections(load_config("debug", [root]))) == path
     decoder = tmp_path / "decoder"
     decoder.mkdir()
     (decoder / "tokenizer.json").write_text(path.read_text())
     cfg = load_config("debug", [root, f'model.decoder_path="{decoder}"'])
-    assert resolve_path(cfg) == decoder and load_tokenizer(cfg).source == str(decoder / "tokenizer.json")
+    assert resolve_path(*sections(cfg)) == decoder
+    assert load_tokenizer(*sections(cfg)).source == str(decoder / "tokenizer.json")
     cfg = load_config("debug", [root, f'model.decoder_path="{decoder}"', f'tokenizer.path="{path}"'])
-    assert resolve_path(cfg) == path
+    assert resolve_path(*sections(cfg)) == path
     with pytest.raises(TokenizerError, match="tokenizer.path: .*missing.json does not exist"):
-        ensure_tokenizer(load_config("debug", [root, f'tokenizer.path="{tmp_path}/missing.json"']))
+        ensure_tokenizer(*sections(load_config("debug", [root, f'tokenizer.path="{tmp_path}/missing.json"'])))
 
 
 def _smollm2_gguf() -> Path | None:

@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
-from medmix.config import ConfigError
+from medmix.options import ConfigError
 from medmix.data.mixture import (MixturePlan, TaskOrder, apply_floor_cap, rank_slice, resolve_weights,
                                  stratified_counts)
-from medmix.data.mixture_config import MixtureConfig
+from medmix.data.config import MixtureConfig
 
 ROWS = {"cxr_report": 900, "cxr_classify": 300, "medqa": 120, "derm_pad": 60, "vqa_rad": 25, "pubmedqa": 40}
 

@@ -14,7 +14,7 @@ def random_export(tmp_path_factory, tiny_suite):
     from medmix.data.tokenizer import load_tokenizer
     from medmix.model import build_model, save_exported
     cfg = load_config("debug", [f'data.root="{tiny_suite}"'])
-    tok = load_tokenizer(cfg)
+    tok = load_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
     torch.manual_seed(0)
     model = build_model(cfg.model, vocab_size=len(tok), image_token_id=tok.image_token_id, pad_token_id=tok.pad_id)
     out = tmp_path_factory.mktemp("export") / "random"

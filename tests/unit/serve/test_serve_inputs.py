@@ -25,7 +25,7 @@ def cfg(tiny_suite, tmp_path_factory):
 @pytest.fixture(scope="module")
 def prep(cfg):
     from medmix.data.tokenizer import load_tokenizer
-    return Preprocessor(tokenizer=load_tokenizer(cfg), image_size=cfg.model.image_size,
+    return Preprocessor(tokenizer=load_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path), image_size=cfg.model.image_size,
                         num_image_tokens=cfg.model.num_image_tokens, max_seq_len=cfg.stream.max_seq_len,
                         exemplar=cfg.stream.exemplar, store_image_size=cfg.data.image_size)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medmix.config import ConfigError, option
+from medmix.options import ConfigError, option
 
 IMAGE_SIDE = 224   # pileup images are IMAGE_SIDE x IMAGE_SIDE x 3
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pysam
 
-from medmix.config import option
+from medmix.options import option
 from medmix.data.genomics.inputs import GenomicsInputError, open_vcf
 from medmix.data.images import encode_png
 from medmix.data.ingest.common import IngestSummary, ItemResult, hash_split, write_ingest
@@ -52,7 +52,7 @@ class PolygenicConfig:
     image_size: int = option(224, "side of the square image, px", ge=8)
 
     def validate(self) -> None:
-        from medmix.config import ConfigError
+        from medmix.options import ConfigError
         if not 1 <= len(self.p_thresholds) <= 3:
             raise ConfigError(f"p_thresholds has {len(self.p_thresholds)} values; an RGB image "
                               f"holds 1 to 3 (one channel per threshold)")
@@ -194,7 +194,7 @@ def ingest_genotypes(store, vcf: str | Path, weights: str | Path, phenotypes: st
     import time
     started = time.perf_counter()
     cfg = cfg or PolygenicConfig()
-    from medmix.config import validate
+    from medmix.options import validate
     validate(cfg)
     if not phenotypes:
         raise GenomicsInputError(f"{vcf}: no phenotypes given; an outcome without its answer can "

@@ -195,7 +195,7 @@ def process_region(region: Region, bam_path: str, ref_path: str, truth_path: str
 def plan_regions(bam_path: str, ref_path: str, truth_path: str | None, regions: list[str] | None,
                  ccfg: CandidateConfig, pcfg: PileupConfig) -> list[Region]:
     """Check every input once in the driver, then cut the work into `region_size` pieces."""
-    from medmix.config import validate
+    from medmix.options import validate
     validate(ccfg)
     validate(pcfg)
     fasta = open_fasta(ref_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medmix.config import option
+from medmix.options import option
 
 
 @dataclass
@@ -20,7 +20,7 @@ class SynthConfig:
     workers: int = option(0, "processes drawing examples; 0 = one per CPU core (at most 8), 1 for tiny", ge=0, le=256)
 
     def validate(self) -> None:
-        from medmix.config import ConfigError
+        from medmix.options import ConfigError
         from medmix.tasks import task_names
         registered = task_names()
         for name in self.tasks:

@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from medmix.config import ConfigError
+from medmix.options import ConfigError
 from medmix.data.images import encode_png, square_resize
 from medmix.data.schema import SPLITS, Example
 from medmix.data.store import ShardStore

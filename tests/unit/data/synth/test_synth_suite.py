@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from medmix.config import ConfigError
+from medmix.options import ConfigError
 from medmix.data.images import decode_image
 from medmix.data.schema import SPLITS, Example
 from medmix.data.store import ShardStore
