@@ -17,10 +17,6 @@ import sys
 VERBS = ["tasks", "synth", "data", "tokenizer", "ingest", "train", "sweep", "evaluate", "report", "submit", "lineage", "model", "export", "call-variants", "serve", "demo", "metrics"]
 
 
-class MedmixArgumentParser(argparse.ArgumentParser):
-    """argparse that shows the verb's help when a verb is given badly."""
-
-
 def add_config_args(p: argparse.ArgumentParser) -> None:
     """--preset / --set / --dry-run, shared by every verb that runs configured work."""
     g = p.add_argument_group("configuration")
@@ -43,7 +39,7 @@ def resolve_config(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = MedmixArgumentParser(
+    parser = argparse.ArgumentParser(
         prog="medmix",
         description="Train, sweep and serve a generalist biomedical multimodal model on Ray.\n\n"
                     "Typical flow: `medmix synth` (bundled data) -> `medmix train` -> "

@@ -34,9 +34,8 @@ Data read hangs forever, since the read operator waits for a whole CPU that neve
   process, so every Ray task it starts is a `map_batches` task;
 - those tasks ask for `stream.num_cpus_per_task` (0.25) logical CPUs, at most
   `stream.concurrency` (2) at a time per rank: 0.5 CPU per rank, never a whole one;
-- a local cluster is started with logical CPUs for train workers *plus* their streams:
-  `local_num_cpus()` gives ceil(workers x (cpus_per_worker + 0.25 x 2)) + 1 = 4 for the
-  debug preset's 2 workers (tests use 6), whatever the physical cores;
+- a local cluster is started with logical CPUs for train workers *plus* their streams
+  (`medmix.runtime.local_num_cpus`, the one sizing rule), whatever the physical cores;
 - a cluster with fewer CPUs than one preprocessing task needs fails at once with a message
   instead of hanging.
 """
@@ -47,13 +46,12 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import pickle
 import queue
 import threading
 import time
 from dataclasses import astuple
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -61,18 +59,15 @@ from medmix.data.collate import BatchSpec, StreamError, build_batch
 from medmix.data.mixture import ExampleRef, MixturePlan, rank_slice
 
 __all__ = ["Batch", "BatchSpec", "LocalStream", "RankStream", "RayStream", "StreamError", "build_rank_stream",
-           "build_stream", "iter_split", "local_num_cpus", "make_batch_spec", "to_torch"]
+           "build_stream", "iter_split", "make_batch_spec", "to_torch"]
+
+if TYPE_CHECKING:
+    from medmix.config import MedmixConfig
 
 SKIP_LOG_LIMIT = 100  # skipped rows kept (with reasons) for stats(); the count is exact
 MAX_RAY_FAILURES = 3  # consecutive blocks Ray Data may fail on good data before the stream fails
 
 log = logging.getLogger(__name__)
-
-
-def local_num_cpus(num_workers: int, cpus_per_worker: float, stream_cfg, headroom: int = 1) -> int:
-    """Logical CPUs a local Ray needs for train workers and their streams to never starve."""
-    per_rank = cpus_per_worker + stream_cfg.num_cpus_per_task * stream_cfg.concurrency
-    return int(math.ceil(num_workers * per_rank - 1e-9)) + headroom
 
 
 def make_batch_spec(plan: MixturePlan, store_root, tokenizer, image_size: int, num_image_tokens: int,
@@ -375,6 +370,11 @@ def build_stream(plan: MixturePlan, store_root, tokenizer, image_size: int, num_
                  use_ray: bool = True) -> _Stream:
     """The rank's stream over `plan` from its current step (RayStream, or LocalStream without Ray)."""
     spec = make_batch_spec(plan, store_root, tokenizer, image_size, num_image_tokens, cfg)
+    return _open_stream(plan, spec, cfg, rank, world_size, end_step, use_ray)
+
+
+def _open_stream(plan: MixturePlan, spec: BatchSpec, cfg, rank: int, world_size: int,
+                 end_step: int | None, use_ray: bool) -> _Stream:
     if use_ray:
         return RayStream(plan, spec, cfg, rank, world_size, end_step)
     return LocalStream(plan, spec, rank, world_size, end_step)
@@ -410,7 +410,8 @@ class RankStream:
         for batch in rs.batches(start_step=step): ...
     """
 
-    def __init__(self, cfg, tokenizer, rank: int = 0, world_size: int = 1, use_ray: bool | None = None):
+    def __init__(self, cfg: MedmixConfig, tokenizer, rank: int = 0, world_size: int = 1,
+                 use_ray: bool | None = None):
         from medmix.data.store import ShardStore
         store = ShardStore(cfg.data.root)
         self.cfg, self.store, self.rank, self.world_size = cfg, store, rank, world_size
@@ -436,9 +437,8 @@ class RankStream:
                              f"load the checkpoint's data state (load_state_dict) before streaming")
         if self.stream is not None:
             self.stream.close()
-        cls = RayStream if self.use_ray else LocalStream
-        args = (self.plan, self.spec, self.cfg.stream) if self.use_ray else (self.plan, self.spec)
-        self.stream = cls(*args, rank=self.rank, world_size=self.world_size, end_step=end_step)
+        self.stream = _open_stream(self.plan, self.spec, self.cfg.stream, self.rank, self.world_size,
+                                   end_step, self.use_ray)
         return self.stream
 
     def state_dict(self) -> dict:
@@ -481,7 +481,7 @@ class RankStream:
             self.stream.close()
 
 
-def build_rank_stream(cfg, tokenizer, rank: int = 0, world_size: int = 1,
+def build_rank_stream(cfg: MedmixConfig, tokenizer, rank: int = 0, world_size: int = 1,
                       use_ray: bool | None = None) -> RankStream:
     """A training rank's data from the root config (Ray stream when Ray is running)."""
     return RankStream(cfg, tokenizer, rank, world_size, use_ray)

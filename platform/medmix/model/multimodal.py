@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medmix.model.config import ModelConfig
+from medmix.model.flops import decoder_flops_per_token, image_flops
 
 IGNORE_INDEX = -100
 
@@ -121,8 +122,7 @@ class MultimodalLM(nn.Module):
     # -- training / scoring forward ------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
-                task_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
-                ) -> MultimodalOutput:
+                position_ids: torch.Tensor | None = None) -> MultimodalOutput:
         """One full-sequence pass (no KV cache).
 
         Args:
@@ -130,11 +130,8 @@ class MultimodalLM(nn.Module):
             attention_mask: (B, L) 1 for real tokens, 0 for padding.
             labels: (B, L) aligned with input_ids; -100 where no loss is taken.
             pixel_values: (N_images_total, 3, S, S) in the order the `<img>` runs appear.
-            task_ids: (B,) accepted for the trainer's convenience; per-task losses are
-                aggregated by the caller from `example_loss` / `example_tokens`.
             position_ids: (B, L) explicit positions (left-padded inputs); default 0..L-1.
         """
-        del task_ids
         embeds = self.embed(input_ids, pixel_values, keep_vision_in_graph=True)
         out = self.decoder(inputs_embeds=embeds, attention_mask=attention_mask,
                            position_ids=position_ids, use_cache=False)
@@ -145,15 +142,6 @@ class MultimodalLM(nn.Module):
         loss = example_loss.sum() / example_tokens.sum().clamp(min=1)
         return MultimodalOutput(loss, logits, example_loss, example_tokens)
 
-    # -- inference helpers (see generation.py) -------------------------------------------
-    def generate(self, prompts, pixel_values=None, **kwargs):
-        from medmix.model.generation import generate
-        return generate(self, prompts, pixel_values, **kwargs)
-
-    def score_options(self, prompts, options, pixel_values=None, **kwargs):
-        from medmix.model.generation import score_options
-        return score_options(self, prompts, options, pixel_values, **kwargs)
-
     # -- sizes ---------------------------------------------------------------------------
     def num_params(self) -> dict[str, int]:
         """Parameters per part (shared tensors counted once): vision, projector, decoder, total."""
@@ -163,13 +151,11 @@ class MultimodalLM(nn.Module):
                 "decoder": count(self.decoder), "total": count(self)}
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per decoder token: 6 N + 12 layers hidden seq_len (see summary.py)."""
-        from medmix.model.summary import decoder_flops_per_token
+        """Training FLOPs per decoder token: 6 N + 12 layers hidden seq_len (see flops.py)."""
         return decoder_flops_per_token(self.decoder, seq_len)
 
     def flops_per_image(self, train: bool = True) -> float:
         """FLOPs to encode and project one image (forward + backward when `train`)."""
-        from medmix.model.summary import image_flops
         return image_flops(self, train=train)
 
 

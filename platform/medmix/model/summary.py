@@ -5,12 +5,7 @@
     info["flops_per_token"]   # training FLOPs per decoder token, for MFU
     rows = ladder(cfg.model, vocab_size=4096, seq_len=256)   # one row per named scale
 
-FLOPs follow the convention of STACK-NOTES' bare references (PaLM appendix B), so platform
-and bare MFU compare like for like: training FLOPs per token = 6 N + 12 L H T, where N counts
-the parameters that take part in matmuls (the input embedding is a lookup, so it is left out;
-the output head counts even when tied), L layers, H hidden width, T sequence length. The ViT
-is counted the same way per image, with its patches (plus class token) as the sequence; a
-frozen ViT costs its forward only (2 N + 4 L H T per token).
+The FLOP formulas themselves are in `flops.py`.
 """
 
 from __future__ import annotations
@@ -20,47 +15,14 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
 
 from medmix.model.config import SCALES, ModelConfig
-
-
-def _numel(params) -> int:
-    return sum(p.numel() for p in params)
-
-
-def decoder_matmul_params(decoder: nn.Module) -> int:
-    """Decoder parameters that multiply activations: all but the input embedding, head included."""
-    emb = decoder.get_input_embeddings().weight
-    head = decoder.get_output_embeddings()
-    total = _numel(decoder.parameters())
-    head_numel = head.weight.numel() if head is not None else 0
-    tied = head is not None and head.weight is emb
-    return total - emb.numel() + (head_numel if tied else 0)
-
-
-def decoder_flops_per_token(decoder: nn.Module, seq_len: int) -> float:
-    """Training (forward + backward) FLOPs per token: 6 N + 12 layers hidden seq_len."""
-    c = decoder.config
-    return 6.0 * decoder_matmul_params(decoder) + 12.0 * c.num_hidden_layers * c.hidden_size * seq_len
-
-
-def image_flops(model: nn.Module, train: bool = True) -> float:
-    """FLOPs to encode one image through the ViT and project it (x3 for backward when trained)."""
-    vit = model.vision.vit
-    skip = {id(getattr(vit, n)) for n in ("pos_embed", "cls_token", "reg_token")
-            if isinstance(getattr(vit, n, None), torch.Tensor)}
-    n_vit = sum(p.numel() for p in vit.parameters() if id(p) not in skip)
-    seq = model.vision.num_patches + model.vision.num_prefix_tokens
-    fwd_vit = 2.0 * n_vit * seq + 4.0 * len(vit.blocks) * vit.embed_dim * seq * seq
-    fwd_proj = 2.0 * _numel(model.projector.parameters()) * model.num_image_tokens
-    vit_mult = 3.0 if train and not model.freeze_vision else 1.0
-    return vit_mult * fwd_vit + (3.0 if train else 1.0) * fwd_proj
+from medmix.model.multimodal import build_model
+from medmix.model.scales import language_scale_name, vision_scale_name
 
 
 def build_on_meta(cfg: ModelConfig, vocab_size: int):
     """The model `cfg` describes with meta tensors: shapes only, no memory, no weights read."""
-    from medmix.model.multimodal import build_model
     with torch.device("meta"):
         return build_model(cfg, vocab_size=vocab_size, image_token_id=vocab_size - 1,
                            pad_token_id=0, load_pretrained=False)
@@ -68,7 +30,6 @@ def build_on_meta(cfg: ModelConfig, vocab_size: int):
 
 def describe(cfg: ModelConfig, vocab_size: int, seq_len: int) -> dict[str, Any]:
     """Parameter counts per part, decoder shape and FLOPs of the model `cfg` describes."""
-    from medmix.model.scales import language_scale_name, vision_scale_name
     model = build_on_meta(cfg, vocab_size)
     dc = model.decoder.config
     vit = model.vision.vit

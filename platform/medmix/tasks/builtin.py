@@ -7,7 +7,15 @@ instruction, a text-only one-shot exemplar whose image is the literal `<img>`, t
 example; classification is multiple choice over every class.
 """
 
-from medmix.tasks.spec import Exemplar, TaskSpec, register
+from medmix.tasks.spec import Exemplar, TaskSpec
+
+BUILTIN: list[TaskSpec] = []
+"""Every built-in spec, in declaration order; `registry.py` registers them."""
+
+
+def _builtin(spec: TaskSpec) -> TaskSpec:
+    BUILTIN.append(spec)
+    return spec
 
 CXR_CONDITIONS = ("atelectasis", "cardiomegaly", "consolidation", "edema", "pleural effusion")
 DERM_CLASSES = ("basal cell carcinoma", "squamous cell carcinoma", "actinic keratosis",
@@ -25,7 +33,7 @@ DERM_FIELDS = (
     ("bleed", "Bleed"), ("elevation", "Elevation"), ("smoke", "Smoker"), ("drink", "Drinks alcohol"),
 )
 
-register(TaskSpec(
+_builtin(TaskSpec(
     name="medqa", title="MedQA (USMLE)", modality="text", kind="mcq",
     instruction="The following are multiple choice questions about medical knowledge. "
                 "Answer with the correct option.",
@@ -34,7 +42,7 @@ register(TaskSpec(
                        "options": ["Vitamin A", "Vitamin B12", "Vitamin C", "Vitamin D"]}, "Vitamin C"),
     metrics=("accuracy",), mixture_weight=3.13,
 ))
-register(TaskSpec(
+_builtin(TaskSpec(
     name="medmcqa", title="MedMCQA", modality="text", kind="mcq",
     instruction="The following are multiple choice questions from medical entrance exams. "
                 "Answer with the correct option.",
@@ -44,7 +52,7 @@ register(TaskSpec(
                       "Axillary nerve"),
     metrics=("accuracy",), mixture_weight=6.25,
 ))
-register(TaskSpec(
+_builtin(TaskSpec(
     name="pubmedqa", title="PubMedQA", modality="text", kind="qa",
     instruction="Answer the research question from the abstract with yes, no or maybe.",
     question="", context_fields=(("abstract", "Abstract"),), options=("yes", "no", "maybe"),
@@ -54,7 +62,7 @@ register(TaskSpec(
                        "question": "Does daily aspirin reduce recurrent stroke?"}, "yes"),
     metrics=("accuracy",), mixture_weight=0.0,
 ))
-register(TaskSpec(
+_builtin(TaskSpec(
     name="mimic3_summary", title="MIMIC-III report summarization", modality="text", kind="summarize",
     instruction="You are a helpful radiology assistant. Summarize the radiology findings into "
                 "an impression with minimal text.",
@@ -70,7 +78,7 @@ for name, title, modality, phrase, weight, src in (
     ("slake_vqa", "Slake-VQA", "radiology", "the radiology image", 2.64, "Slake-VQA (English); paper 9,849 train / 2,070 test"),
     ("path_vqa", "Path-VQA", "path", "the pathology image", 1.90, "Path-VQA; paper 19,755 train / 6,761 test"),
 ):
-    register(TaskSpec(
+    _builtin(TaskSpec(
         name=name, title=title, modality=modality, kind="vqa",
         instruction="You are a helpful medical assistant. Answer the question about the image "
                     "with a short phrase.",
@@ -79,7 +87,7 @@ for name, title, modality, phrase, weight, src in (
         exemplar=Exemplar({"question": "Is there an abnormality on the left side?"}, "yes", num_images=1),
         metrics=("accuracy", "bleu1", "token_f1"), mixture_weight=weight,
     ))
-register(TaskSpec(
+_builtin(TaskSpec(
     name="cxr_report", title="MIMIC-CXR report generation", modality="cxr", kind="report",
     instruction="You are a helpful radiology assistant. Describe the findings in the chest X-ray: "
                 "the heart size, any opacity with its side and size, and any pleural effusion.",
@@ -92,7 +100,7 @@ register(TaskSpec(
                       num_images=1),
     metrics=("bleu1", "bleu4", "rougeL", "clinical_f1_micro", "clinical_f1_macro"), mixture_weight=59.90,
 ))
-register(TaskSpec(
+_builtin(TaskSpec(
     name="cxr_classify", title="MIMIC-CXR classification", modality="cxr", kind="classify",
     instruction="You are a helpful radiology assistant. Answer whether the chest X-ray shows "
                 "the named condition.",
@@ -103,7 +111,7 @@ register(TaskSpec(
     augment=("crop",),
     metrics=("accuracy", "macro_f1", "macro_auc"), mixture_weight=11.98,
 ))
-register(TaskSpec(
+_builtin(TaskSpec(
     name="derm_pad", title="PAD-UFES-20 dermatology", modality="derm", kind="classify",
     instruction="You are a helpful dermatology assistant. Classify the skin lesion in the "
                 "clinical photograph.",
@@ -115,7 +123,7 @@ register(TaskSpec(
     augment=("hflip", "vflip", "crop"),
     metrics=("accuracy", "macro_f1", "macro_auc"), mixture_weight=6.25,
 ))
-register(TaskSpec(
+_builtin(TaskSpec(
     name="mammo_vindr", title="VinDr-Mammo BI-RADS", modality="mammo", kind="classify",
     instruction="You are a helpful mammography assistant. Assign the BI-RADS category of the "
                 "breast in the mammogram.",
@@ -131,7 +139,7 @@ for name, title, abn, weight in (
     ("mammo_cbis_mass", "CBIS-DDSM mass", "mass", 0.78),
     ("mammo_cbis_calc", "CBIS-DDSM calcification", "calcification", 0.78),
 ):
-    register(TaskSpec(
+    _builtin(TaskSpec(
         name=name, title=title, modality="mammo", kind="classify",
         instruction=f"You are a helpful mammography assistant. Classify the {abn} abnormality "
                     f"in the mammogram patch.",
@@ -142,7 +150,7 @@ for name, title, abn, weight in (
         augment=("hflip", "vflip", "crop"),
         metrics=("accuracy", "macro_f1", "macro_auc"), mixture_weight=weight,
     ))
-register(TaskSpec(
+_builtin(TaskSpec(
     name="variant_calling", title="PrecisionFDA variant calling", modality="genomics", kind="variant",
     instruction="You are a helpful genomics assistant. Call the genotype of the candidate variant "
                 "from the read pileup image.",
@@ -152,7 +160,7 @@ register(TaskSpec(
     exemplar=Exemplar({"locus": "chr1:1000 A>G"}, "heterozygous", num_images=1),
     metrics=("accuracy", "snp_f1", "indel_f1"), mixture_weight=1.56,
 ))
-register(TaskSpec(
+_builtin(TaskSpec(
     name="polygenic_risk", title="Polygenic risk (Med-Gemini)", modality="polygenic", kind="risk",
     instruction="You are a helpful genomics assistant. From the image of polygenic scores, "
                 "answer whether the individual has the outcome.",
@@ -162,7 +170,7 @@ register(TaskSpec(
     exemplar=Exemplar({"outcome": "coronary artery disease"}, "no", num_images=1),
     metrics=("auc", "accuracy"), mixture_weight=0.0,
 ))
-register(TaskSpec(
+_builtin(TaskSpec(
     name="volume_report", title="3D volume report (Med-Gemini)", modality="volume", kind="report",
     instruction="You are a helpful radiology assistant. Describe the findings in the 3D scan "
                 "given as a sequence of slices.",

@@ -1,7 +1,7 @@
-"""`TaskSpec`: everything medmix needs to know about one task, and the registry that holds them.
+"""`TaskSpec`: everything medmix needs to know about one task.
 
-A user adds a task with one `register(TaskSpec(...))` and one ingest source; the stream,
-the trainer, evaluation and serving all read the spec, never a task name.
+The registry that holds them is `registry.py`; the built-in specs are `builtin.py`. The
+stream, the trainer, evaluation and serving all read the spec, never a task name.
 """
 
 from __future__ import annotations
@@ -90,39 +90,6 @@ class TaskSpec:
             raise ValueError(f"task {self.name}: mixture_weight must be >= 0")
 
 
-_REGISTRY: dict[str, TaskSpec] = {}
-
-
 class UnknownTaskError(KeyError):
     def __str__(self) -> str:
         return self.args[0]
-
-
-def register(spec: TaskSpec, *, replace: bool = False) -> TaskSpec:
-    if spec.name in _REGISTRY and not replace:
-        raise ValueError(f"task {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def get_task(name: str) -> TaskSpec:
-    _ensure_builtin()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownTaskError(f"unknown task {name!r}; registered tasks: "
-                               f"{', '.join(sorted(_REGISTRY))}") from None
-
-
-def all_tasks() -> list[TaskSpec]:
-    _ensure_builtin()
-    return list(_REGISTRY.values())
-
-
-def task_names() -> list[str]:
-    return [t.name for t in all_tasks()]
-
-
-def _ensure_builtin() -> None:
-    if not _REGISTRY:
-        import medmix.tasks.builtin  # noqa: F401 - registers the built-in tasks

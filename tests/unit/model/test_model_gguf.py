@@ -63,7 +63,8 @@ def test_greedy_chat_answer_is_fluent_and_matches_transformers_generate(smollm):
     model, tok, _, _ = smollm
     ids = tok.encode(CHAT, add_special_tokens=False).ids
     eos = tok.token_to_id("<|im_end|>")
-    ours = model.generate([ids], max_new_tokens=24, eos_token_id=eos)[0]
+    from medmix.model.generation import generate
+    ours = generate(model, [ids], max_new_tokens=24, eos_token_id=eos)[0]
     text = tok.decode(ours)
     assert "Paris" in text, text
     ref = model.decoder.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
