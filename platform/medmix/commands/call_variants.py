@@ -52,10 +52,10 @@ def call(model: str, bam: str, ref: str, out: str, *, truth: str | None = None, 
          batch_size: int = 64, tracking_root: str = "medmix-runs") -> dict:
     from medmix.data.genomics.vcf import call_variants, compare_to_truth
     from medmix.lineage.config import TrackerConfig
-    from medmix.serve.models import resolve_models
-    entry = resolve_models([model], TrackerConfig(root=tracking_root))[0]
-    stats = call_variants(model_predict_fn(entry.path), bam, ref, out, regions=regions, batch_size=batch_size)
-    stats["model"] = entry.id
+    from medmix.model.resolve import resolve
+    export = resolve(model, TrackerConfig(root=tracking_root))
+    stats = call_variants(model_predict_fn(export.path), bam, ref, out, regions=regions, batch_size=batch_size)
+    stats["model"] = export.label
     if truth:
         import pysam
 

@@ -26,16 +26,17 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from medmix.config import config_from_dict
-    from medmix.train.checkpoint import read_meta
+    from medmix.model.resolve import checkpoint_label, slug
+    from medmix.train.checkpoint import latest_checkpoint, read_meta
     from medmix.train.export import export_checkpoint, register_checkpoint_export
 
-    from medmix.train.checkpoint import latest_checkpoint
     ckpt = latest_checkpoint(Path(args.checkpoint))
     meta = read_meta(ckpt)
     cfg = config_from_dict(meta["config"])
     if args.tracking_root:
         cfg.lineage.root = args.tracking_root
-    out = Path(args.out) if args.out else Path(cfg.lineage.root) / "exports" / f"{cfg.name}-step{meta['step']}"
+    # where `medmix serve --model CHECKPOINT` looks for (and reuses) this checkpoint's export
+    out = Path(args.out) if args.out else Path(cfg.lineage.root) / "exports" / slug(checkpoint_label(ckpt, meta))
     export_checkpoint(ckpt, out, dtype=torch.bfloat16 if args.bf16 else None)
     print(f"exported {ckpt} -> {out}")
     if not args.no_register:

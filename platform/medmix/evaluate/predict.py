@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,9 +34,8 @@ import numpy as np
 
 from medmix.data.encode import EncodeError, encode_options, encode_prompt
 from medmix.data.images import ImageDecodeError, blank_like, decode_image, to_model_input
+from medmix.model.resolve import TOKENIZER_FILE, ExportMeta
 from medmix.tasks import get_task
-
-TOKENIZER_FILE = "tokenizer.json"
 
 
 class PredictError(ValueError):
@@ -78,8 +77,8 @@ class Predictor:
     blank_images: bool = False
     option_batch_size: int = 64
     """(prompt, option) rows per decoder forward when scoring options."""
-    meta: dict[str, Any] = field(default_factory=dict)
-    """The export's config.json (lineage facts for reports)."""
+    meta: ExportMeta | None = None
+    """What the export's config.json and medmix.json say (lineage facts for reports)."""
 
     @classmethod
     def from_export(cls, export_dir: str | os.PathLike, *, max_new_tokens: int = 64,
@@ -103,16 +102,14 @@ class Predictor:
         if not tok_path.is_file():
             raise FileNotFoundError(f"{export_dir}: no {TOKENIZER_FILE}; not a medmix export directory "
                                     f"(write one with `medmix export CHECKPOINT`)")
-        model, data = load_exported(export_dir, device=device)
+        meta = ExportMeta.read(export_dir)
+        model, _ = load_exported(export_dir, device=device, meta=meta)
         if torch.device(device).type == "cpu":
             model.float()  # a bf16 export runs in fp32 on CPU: exact and faster there
-        meta = data.get("meta", {})
-        model_cfg = data.get("model", {})
         return cls(model=model, tokenizer=MedmixTokenizer.from_file(tok_path),
-                   image_size=int(meta.get("image_size", model_cfg.get("image_size", 224))),
-                   num_image_tokens=int(data.get("num_image_tokens", model_cfg.get("num_image_tokens", 16))),
-                   max_seq_len=int(meta.get("max_seq_len", 512)), exemplar=bool(meta.get("exemplar", True)),
-                   max_new_tokens=max_new_tokens, blank_images=blank_images, meta=data)
+                   image_size=meta.image_size or int(meta.model["image_size"]),
+                   num_image_tokens=meta.num_image_tokens, max_seq_len=meta.max_seq_len or 512,
+                   exemplar=meta.exemplar, max_new_tokens=max_new_tokens, blank_images=blank_images, meta=meta)
 
     @property
     def device(self):

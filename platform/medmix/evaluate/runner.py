@@ -6,10 +6,10 @@
     result.metrics["derm_pad/accuracy"], result.report_dir, result.run_id
     metrics = evaluate_export("exports/step-20", cfg, split="val")   # the sweep's champion check
 
-The model is a checkpoint directory (exported on the fly to a temporary directory), an export
-directory, or a registry reference (`medmix/3`, `medmix@champion`, resolved with
-`resolve_model_uri`). Tasks default to those its training mixture gave weight (read from the
-export's lineage), restricted to tasks with rows in `eval.split`.
+The model is whatever `medmix.model.resolve.resolve` takes: a checkpoint or run directory
+(exported on the fly to a temporary directory), an export directory, or a registry reference
+(`medmix/3`, `medmix@champion`). Tasks default to those its training mixture gave weight (read
+from the export's lineage), restricted to tasks with rows in `eval.split`.
 
 Work is cut into items — one task's chunk of `eval.batch_size` rows inside one shard — in a
 fixed order (tasks, shards, rows). With `eval.use_ray` a Ray Data pipeline (`from_items` ->
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import tempfile
 import time
@@ -39,12 +38,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from medmix.evaluate.predict import BatchPredictor, Prediction, Predictor, predict_rows, read_item_rows
+from medmix.model.resolve import Export, resolve, slug
 
 if TYPE_CHECKING:
     from medmix.config import MedmixConfig
     from medmix.evaluate.config import EvalConfig
-
-LINEAGE_FILE = "medmix.json"
 
 
 @dataclass
@@ -62,6 +60,13 @@ class ModelSource:
     version: str | None = None
     """Registered model version (`medmix/3`) when known."""
     train_config: dict | None = None
+
+    @classmethod
+    def from_export(cls, export: Export, version: str | None) -> "ModelSource":
+        """`export` with its lineage; `version` is its registry version when known."""
+        return cls(export.ref, str(export.path), export.label, run_id=export.run_id,
+                   checkpoint=export.checkpoint, step=export.step, version=version,
+                   train_config=export.train_config)
 
 
 @dataclass
@@ -87,43 +92,13 @@ class EvalResult:
 
 # -- what model -----------------------------------------------------------------------------
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "model"
-
-
-def resolve_model(ref: str | Path, cfg: MedmixConfig, workdir: str | Path) -> ModelSource:
-    """An export directory for `ref` (exporting a checkpoint into `workdir`), with its lineage."""
-    path = Path(ref)
-    if path.is_dir() and not (path / "config.json").is_file() and not (path / LINEAGE_FILE).is_file():
-        from medmix.train.checkpoint import find_latest_checkpoint
-        path = find_latest_checkpoint(path) or path  # a run directory: its latest checkpoint
-    if path.is_dir() and (path / "config.json").is_file():
-        src = ModelSource(str(ref), str(path), path.name)
-    elif path.is_dir() and (path / LINEAGE_FILE).is_file():
-        from medmix.train.export import export_checkpoint
-        meta = json.loads((path / LINEAGE_FILE).read_text())
-        label = f"{meta.get('config', {}).get('name', path.parent.name)}-step{meta.get('step', '')}"
-        with warnings.catch_warnings():  # DCP warns that it loads without a process group: intended
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-            out = export_checkpoint(path, Path(workdir) / _slug(label))
-        src = ModelSource(str(ref), str(out), label)
-    elif path.exists():
-        raise FileNotFoundError(f"{path}: neither a checkpoint (step-NNNNNN with {LINEAGE_FILE}), a run "
-                                f"directory nor an export directory (config.json + model.safetensors)")
-    else:
-        from medmix.lineage.registry import get_version, parse_model_ref, resolve_model_uri
-        out = resolve_model_uri(str(ref), cfg.lineage)  # raises LineageError naming what is missing
-        parsed = parse_model_ref(str(ref))
-        info = get_version(cfg.lineage, parsed.name, parsed.version or parsed.alias)
-        src = ModelSource(str(ref), str(out), f"{info.name}/{info.version}", version=str(info))
-    lineage_file = Path(src.export_dir) / LINEAGE_FILE
-    if lineage_file.is_file():
-        lineage = json.loads(lineage_file.read_text())
-        src.run_id, src.checkpoint = lineage.get("run_id"), lineage.get("checkpoint")
-        src.step, src.train_config = lineage.get("step"), lineage.get("config")
-    if src.version is None and src.checkpoint and cfg.lineage.enabled:
-        src.version = _registered_version(cfg, src.checkpoint)
-    return src
+def model_source(ref: str | Path, cfg: MedmixConfig, workdir: str | Path) -> ModelSource:
+    """What `ref` names, exporting a checkpoint into `workdir`, with its lineage and registry version."""
+    export = resolve(ref, cfg.lineage, workdir)
+    version = export.version
+    if version is None and export.checkpoint and cfg.lineage.enabled:
+        version = _registered_version(cfg, export.checkpoint)
+    return ModelSource.from_export(export, version)
 
 
 def _registered_version(cfg: MedmixConfig, checkpoint: str) -> str | None:
@@ -334,7 +309,7 @@ def evaluate(cfg: MedmixConfig, model_ref: str | Path, *, tasks: Sequence[str] |
     store = ShardStore(cfg.data.root)
     store.manifest()  # a clear error when the store is missing
     with tempfile.TemporaryDirectory(prefix="medmix-eval-") as tmp:
-        source = resolve_model(model_ref, cfg, tmp)
+        source = model_source(model_ref, cfg, tmp)
         notes: list[str] = []
         chosen = select_tasks(cfg, store, source, split, tasks, notes)
         items = work_items(store, chosen, split, cfg.eval.batch_size, cfg.eval.max_examples_per_task)
@@ -351,7 +326,7 @@ def evaluate(cfg: MedmixConfig, model_ref: str | Path, *, tasks: Sequence[str] |
     result = EvalResult(model=source, split=split, tasks=chosen, metrics=flat_metrics(per_task),
                         per_task=per_task, predictions=records, baselines=baselines, notes=notes,
                         blank_images=cfg.eval.blank_images)
-    name = name or f"{_slug(source.label)}-{split}{'-blank' if cfg.eval.blank_images else ''}"
+    name = name or f"{slug(source.label)}-{split}{'-blank' if cfg.eval.blank_images else ''}"
     if write_report:
         from medmix.evaluate.report import write_eval_report
         out = Path(cfg.eval.report_dir) / name

@@ -11,8 +11,9 @@ transformers version recomputes them. Tied tensors (a decoder whose head shares 
 embedding matrix) are stored once and re-tied on load.
 
 Loading builds the architecture on the meta device and assigns the stored tensors, so it
-never allocates (or randomly initialises) a second copy of the weights. Only the model side
-lives here: the tokenizer and checkpoint lineage are the export command's business.
+never allocates (or randomly initialises) a second copy of the weights; `config.json` is read
+(and checked) by `medmix.model.resolve.ExportMeta`. Only the model side lives here: the
+tokenizer and checkpoint lineage are the export command's business.
 """
 
 from __future__ import annotations
@@ -26,10 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-FORMAT = "medmix-model"
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+from medmix.model.resolve import CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, ExportMeta
 
 
 def _tied_aliases(model: nn.Module) -> dict[str, str]:
@@ -96,21 +94,12 @@ def save_exported(model, out_dir: str | os.PathLike, *, meta: dict[str, Any] | N
     return out
 
 
-def read_export_config(path: str | os.PathLike) -> dict[str, Any]:
-    f = Path(path) / CONFIG_FILE
-    if not f.is_file():
-        raise FileNotFoundError(f"{f}: not a medmix model export (no {CONFIG_FILE})")
-    data = json.loads(f.read_text())
-    if data.get("format") != FORMAT:
-        raise ValueError(f"{f}: format is {data.get('format')!r}, expected {FORMAT!r}")
-    if data.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{f}: format_version {data['format_version']} is newer than this medmix "
-                         f"reads ({FORMAT_VERSION}); upgrade medmix")
-    return data
+def load_exported(path: str | os.PathLike, *, device: str | torch.device = "cpu",
+                  meta: ExportMeta | None = None):
+    """(MultimodalLM in eval mode, config.json dict) from a `save_exported` directory.
 
-
-def load_exported(path: str | os.PathLike, *, device: str | torch.device = "cpu"):
-    """(MultimodalLM in eval mode, config.json dict) from a `save_exported` directory."""
+    `meta` is the directory's `ExportMeta` when the caller has read it already.
+    """
     from safetensors import safe_open
 
     from medmix.config import from_dict, validate
@@ -120,23 +109,23 @@ def load_exported(path: str | os.PathLike, *, device: str | torch.device = "cpu"
     from medmix.model.projector import build_projector
     from medmix.model.vision import build_vision
 
-    data = read_export_config(path)
-    cfg = from_dict(ModelConfig, data["model"], "model.")
+    meta = ExportMeta.read(path) if meta is None else meta
+    cfg = from_dict(ModelConfig, meta.model, "model.")
     validate(cfg, "model.")
     arch = dataclasses.replace(cfg, vision_checkpoint="", decoder_path="")  # weights come from the file
     with torch.device("meta"):
         vision = build_vision(arch, load_pretrained=False)
-        decoder = decoder_from_config(data["decoder_config"])
+        decoder = decoder_from_config(meta.decoder_config)
         projector = build_projector(arch, vision_dim=vision.embed_dim, text_dim=decoder.config.hidden_size,
                                     grid_size=vision.grid_size)
-        model = MultimodalLM(vision, projector, decoder, image_token_id=data["image_token_id"],
-                             pad_token_id=data["pad_token_id"], num_image_tokens=data["num_image_tokens"],
+        model = MultimodalLM(vision, projector, decoder, image_token_id=meta.image_token_id,
+                             pad_token_id=meta.pad_token_id, num_image_tokens=meta.num_image_tokens,
                              freeze_vision=cfg.freeze_vision, config=cfg)
     weights = Path(path) / WEIGHTS_FILE
     with safe_open(str(weights), framework="pt", device=str(device)) as f:
         for name in f.keys():
             _assign(model, name, f.get_tensor(name), weights)
-    for alias, primary in data.get("tied", {}).items():
+    for alias, primary in meta.tied.items():
         _assign(model, alias, _lookup(model, primary), weights)
     left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if left:
@@ -144,7 +133,7 @@ def load_exported(path: str | os.PathLike, *, device: str | torch.device = "cpu"
                          f"the export is incomplete or from a different architecture")
     model.decoder.config.use_cache = False
     model.eval()
-    return model, data
+    return model, meta.config
 
 
 def _lookup(model: nn.Module, name: str) -> torch.Tensor:

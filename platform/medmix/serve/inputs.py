@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 import string
 import warnings
 from dataclasses import dataclass, field
@@ -287,22 +286,14 @@ class Preprocessor:
 
     @classmethod
     def from_export(cls, path: str | Path) -> "Preprocessor":
+        """The tokenizer and input settings of the export at `path` (ValueError if it lacks them)."""
         from medmix.data.tokenizer import MedmixTokenizer
-        path = Path(path)
-        config = json.loads((path / "config.json").read_text())
-        meta = config.get("meta") or {}
-        missing = [k for k in ("max_seq_len", "image_size", "num_image_tokens") if k not in meta]
-        if missing:
-            raise ValueError(f"{path / 'config.json'}: meta lacks {', '.join(missing)}; export the model with "
-                             f"`medmix export` (it records the input settings serving needs)")
-        store_size = meta["image_size"]
-        lineage = path / "medmix.json"
-        if lineage.is_file():
-            cfg = json.loads(lineage.read_text()).get("config") or {}
-            store_size = int((cfg.get("data") or {}).get("image_size") or store_size)
-        return cls(tokenizer=MedmixTokenizer.from_file(path / "tokenizer.json"),
-                   image_size=int(meta["image_size"]), num_image_tokens=int(meta["num_image_tokens"]),
-                   max_seq_len=int(meta["max_seq_len"]), exemplar=bool(meta.get("exemplar", True)),
+        from medmix.model.resolve import TOKENIZER_FILE, ExportMeta
+        meta = ExportMeta.read(path)
+        max_seq_len, image_size = meta.require(path, "max_seq_len", "image_size")
+        store_size = ((meta.train_config or {}).get("data") or {}).get("image_size") or image_size
+        return cls(tokenizer=MedmixTokenizer.from_file(Path(path) / TOKENIZER_FILE), image_size=image_size,
+                   num_image_tokens=meta.num_image_tokens, max_seq_len=max_seq_len, exemplar=meta.exemplar,
                    store_image_size=int(store_size))
 
     # -- pieces -----------------------------------------------------------------------------

@@ -63,12 +63,12 @@ def pick_device(num_gpus: float = 0) -> str:
 class ModelRunner:
     """One exported model on one device, answering batches of `ModelInputs`."""
 
-    def __init__(self, model: Any, meta: dict[str, Any], device: str, max_pad_fraction: float = 0.5,
-                 score_batch_size: int = 64):
+    def __init__(self, model: Any, device: str, *, eos_id: int, pad_id: int | None = None,
+                 max_pad_fraction: float = 0.5, score_batch_size: int = 64):
         self.model = model
         self.device = device
-        self.eos_id = int(meta["eos_id"])
-        self.pad_id = int(meta.get("pad_id", model.pad_token_id or 0))
+        self.eos_id = eos_id
+        self.pad_id = pad_id if pad_id is not None else (model.pad_token_id or 0)
         self.max_pad_fraction = max_pad_fraction
         self.score_batch_size = score_batch_size
         self.stats = {"batches": 0, "requests": 0, "buckets": 0, "retries": 0}
@@ -78,14 +78,14 @@ class ModelRunner:
         import torch
 
         from medmix.model import load_exported
-        model, config = load_exported(path, device=device)
+        from medmix.model.resolve import ExportMeta
+        meta = ExportMeta.read(path)
+        (eos_id,) = meta.require(path, "eos_id")
+        model, _ = load_exported(path, device=device, meta=meta)
         if dtype == "auto":
             dtype = "bfloat16" if device.startswith("cuda") else "float32"
         model = model.to(getattr(torch, DTYPES[dtype]))
-        meta = config.get("meta") or {}
-        if "eos_id" not in meta:
-            raise ValueError(f"{Path(path) / 'config.json'}: meta lacks eos_id; export with `medmix export`")
-        return cls(model, meta, device, **kwargs)
+        return cls(model, device, eos_id=eos_id, pad_id=meta.pad_id, **kwargs)
 
     # -- one batch -------------------------------------------------------------------------
     def run(self, items: list[Any]) -> list[dict[str, Any]]:

@@ -86,7 +86,7 @@ def test_medmix_serve_exports_a_checkpoint_and_answers(trained_debug, tmp_path):
         assert served["lineage"]["step"] == 4
         assert served["lineage"]["checkpoint"] == str(Path(result.checkpoint).resolve())
         assert served["lineage"]["run_id"] == result.run_id
-        assert (tmp_path / "runs" / "exports" / "serve-evalsrc-step4" / "model.safetensors").is_file()
+        assert (tmp_path / "runs" / "exports" / "evalsrc-step4" / "model.safetensors").is_file()
         with pytest.raises(APIError) as err:
             ask(url, "pubmedqa", {"abstract": "a"}, token="wrong")
         assert err.value.status == 401

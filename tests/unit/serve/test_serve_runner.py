@@ -56,7 +56,7 @@ def test_batch_equals_each_request_alone(model):
         item([16, 17], images=0, ignore_eos=True, max_new_tokens=5),
     ]
     items[3].score_prompt_ids = items[3].prompt_ids
-    runner = ModelRunner(model, {"eos_id": EOS, "pad_id": PAD}, "cpu", max_pad_fraction=0.5)
+    runner = ModelRunner(model, "cpu", eos_id=EOS, pad_id=PAD, max_pad_fraction=0.5)
     got = runner.run(items)
     for it, res in zip(items, got):
         px = torch.from_numpy(it.pixel_values) if len(it.pixel_values) else None
@@ -78,7 +78,7 @@ def test_a_failing_request_fails_alone(model):
     good = item([5, 6], images=1, img_seed=1)
     bad = item([5, 6], images=1, img_seed=2)
     bad.pixel_values = bad.pixel_values[:, :, :8, :8]  # wrong image size: the vision encoder rejects it
-    runner = ModelRunner(model, {"eos_id": EOS, "pad_id": PAD}, "cpu")
+    runner = ModelRunner(model, "cpu", eos_id=EOS, pad_id=PAD)
     out = runner.run([good, bad])
     assert "tokens" in out[0] and "error" in out[1]
     assert runner.stats["retries"] == 1
