@@ -20,13 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from medmix.model.resolve import LINEAGE_FILE, TOKENIZER_FILE
 from medmix.train.checkpoint import dcp_load, read_meta
 
 if TYPE_CHECKING:
     from medmix.lineage.config import TrackerConfig
-
-LINEAGE_FILE = "medmix.json"
-TOKENIZER_FILE = "tokenizer.json"
 
 
 def load_checkpoint_model(checkpoint: str | Path):
