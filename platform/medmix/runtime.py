@@ -1,7 +1,9 @@
-"""Where a medmix process finds its Ray cluster — one rule for train, sweep, evaluate, ingest, serve.
+"""The process's runtime: where it finds its Ray cluster, and how a job opens its MLflow run —
+one rule each for train, sweep trials, evaluate, ingest and serve.
 
-    from medmix.runtime import ensure_ray
+    from medmix.runtime import ensure_ray, open_run
     ensure_ray(num_cpus_needed=3)   # joins RAY_ADDRESS / a running Ray, else starts a local one
+    run_id, resumed = open_run(tracker, cfg, kind="train", name=cfg.name, resume_run_id=old_id)
 
 A named cluster (`RAY_ADDRESS`, which `ray job submit` sets) or an already initialised Ray is
 used as it is. Otherwise a local cluster starts, sized by `local_num_cpus`: Ray Data's read
@@ -17,8 +19,16 @@ second for as long as the run lasts. Starting it costs no measurable init time.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from medmix.config import MedmixConfig
+    from medmix.lineage.tracker import Tracker
+
+log = logging.getLogger(__name__)
 
 
 def local_num_cpus(num_cpus_needed: float) -> int:
@@ -42,3 +52,27 @@ def ensure_ray(num_cpus_needed: float = 0.0, *, worker_logs: bool | None = None)
         return
     ray.init(num_cpus=local_num_cpus(num_cpus_needed), include_dashboard=True, configure_logging=False,
              log_to_driver=worker_logs)
+
+
+def open_run(tracker: Tracker, cfg: MedmixConfig, *, kind: str, name: str,
+             tags: Mapping[str, Any] | None = None, resume_run_id: str | None = None,
+             parent_run_id: str | None = None) -> tuple[str | None, bool]:
+    """Open the job's MLflow run: re-open `resume_run_id` (a re-submitted job keeps its run),
+    else start a new one — a child of `parent_run_id` when given — and record the config and
+    the store's datasets on it. Every run is tagged `medmix.kind` = `kind`.
+
+    Returns (run id, resumed); the id is None when lineage is disabled. A `resume_run_id` the
+    tracking store does not know (the job moved to another store) starts a new run.
+    """
+    tags = {"medmix.kind": kind, **(tags or {})}
+    if resume_run_id:
+        try:
+            tracker.start_run(name, tags={**tags, "medmix.resumed": "true"}, run_id=resume_run_id)
+            return tracker.run_id, True
+        except Exception:  # noqa: BLE001 - the run lives in another tracking store: start anew
+            log.warning("run %s not found in this tracking store; starting a new one", resume_run_id)
+    tracker.start_run(name, tags=tags, parent_run_id=parent_run_id)
+    if tracker.run_id is not None:
+        tracker.log_config(cfg)
+        tracker.log_store(cfg.data.root)
+    return tracker.run_id, False

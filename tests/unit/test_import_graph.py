@@ -112,3 +112,10 @@ def test_the_library_never_imports_the_command_line():
     upward = sorted(f"{src} -> {dst}" for src, dsts in anywhere.items() for dst in dsts
                     if dst.startswith(TOP) and not src.startswith(TOP))
     assert not upward, "imports from the library up into cli/commands: " + ", ".join(upward)
+
+
+def test_no_import_cycle_even_through_imports_inside_functions():
+    """A deferred import hides a cycle from Python but not from a reader: none is allowed."""
+    _, anywhere = import_graph()
+    cycle = find_cycle(anywhere)
+    assert cycle is None, "import cycle (counting imports inside functions): " + " -> ".join(cycle or [])

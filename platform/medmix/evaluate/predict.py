@@ -34,7 +34,7 @@ import numpy as np
 
 from medmix.data.encode import EncodeError, encode_options, encode_prompt
 from medmix.data.images import ImageDecodeError, blank_like, decode_image, to_model_input
-from medmix.model.resolve import TOKENIZER_FILE, ExportMeta
+from medmix.model.export_meta import TOKENIZER_FILE, ExportMeta
 from medmix.tasks import get_task
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medmix.model.resolve import CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, ExportMeta
+from medmix.model.export_meta import CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, ExportMeta
 
 
 def _tied_aliases(model: nn.Module) -> dict[str, str]:

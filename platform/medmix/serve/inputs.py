@@ -288,7 +288,7 @@ class Preprocessor:
     def from_export(cls, path: str | Path) -> "Preprocessor":
         """The tokenizer and input settings of the export at `path` (ValueError if it lacks them)."""
         from medmix.data.tokenizer import MedmixTokenizer
-        from medmix.model.resolve import TOKENIZER_FILE, ExportMeta
+        from medmix.model.export_meta import TOKENIZER_FILE, ExportMeta
         meta = ExportMeta.read(path)
         max_seq_len, image_size = meta.require(path, "max_seq_len", "image_size")
         store_size = ((meta.train_config or {}).get("data") or {}).get("image_size") or image_size

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medmix.model.resolve import WEIGHTS_FILE, Export, ExportMeta, is_export, resolve
+from medmix.model.export_meta import WEIGHTS_FILE, ExportMeta, is_export
+from medmix.model.resolve import Export, resolve
 
 if TYPE_CHECKING:
     from medmix.lineage.config import TrackerConfig

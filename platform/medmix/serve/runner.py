@@ -78,7 +78,7 @@ class ModelRunner:
         import torch
 
         from medmix.model import load_exported
-        from medmix.model.resolve import ExportMeta
+        from medmix.model.export_meta import ExportMeta
         meta = ExportMeta.read(path)
         (eos_id,) = meta.require(path, "eos_id")
         model, _ = load_exported(path, device=device, meta=meta)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from medmix.model.resolve import LINEAGE_FILE, TOKENIZER_FILE
+from medmix.model.export_meta import LINEAGE_FILE, TOKENIZER_FILE
 from medmix.train.checkpoint import dcp_load, read_meta
 
 if TYPE_CHECKING:

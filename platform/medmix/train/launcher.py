@@ -18,12 +18,14 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from medmix import runtime
 from medmix.runtime import ensure_ray
 
 if TYPE_CHECKING:
     from medmix.config import MedmixConfig
+    from medmix.lineage.tracker import Tracker
 
 RUN_INFO = "medmix-run.json"
 
@@ -123,23 +125,13 @@ def _read_info(run_dir: Path) -> dict:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
-def open_run(tracker: Any, cfg: MedmixConfig, run_dir: Path, parent_run_id: str | None = None,
-             kind: str = "train") -> str | None:
-    """Re-open the MLflow run of a re-submitted run, or start a new one with its lineage."""
+def open_run(tracker: Tracker, cfg: MedmixConfig, run_dir: Path) -> str | None:
+    """The training run's MLflow run: the one `run_dir`'s run.json names (a re-submitted run),
+    else a new one, whose id run.json then keeps."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    info = _read_info(run_dir)
-    tags = {"medmix.kind": kind, "medmix.run_dir": str(run_dir)}
-    if info.get("run_id"):
-        try:
-            tracker.start_run(cfg.name, tags={**tags, "medmix.resumed": "true"}, run_id=info["run_id"])
-            return tracker.run_id
-        except Exception:  # noqa: BLE001 - the run lives in another tracking store: start anew
-            pass
-    tracker.start_run(cfg.name, tags=tags, parent_run_id=parent_run_id)
-    run_id = tracker.run_id
-    if run_id is None:
-        return None
-    tracker.log_config(cfg)
-    tracker.log_store(cfg.data.root)
-    (run_dir / RUN_INFO).write_text(json.dumps({"run_id": run_id, "name": cfg.name}, indent=1))
+    run_id, resumed = runtime.open_run(tracker, cfg, kind="train", name=cfg.name,
+                                       tags={"medmix.run_dir": str(run_dir)},
+                                       resume_run_id=_read_info(run_dir).get("run_id"))
+    if run_id is not None and not resumed:
+        (run_dir / RUN_INFO).write_text(json.dumps({"run_id": run_id, "name": cfg.name}, indent=1))
     return run_id

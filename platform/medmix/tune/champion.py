@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from medmix.tune.layout import SWEEP_INFO, objective_value
+
 if TYPE_CHECKING:
     from medmix.config import MedmixConfig
 
@@ -154,7 +156,6 @@ def decide_and_promote(cfg: MedmixConfig, version: str, candidate_value: float, 
     """
     from medmix.lineage import registry
     from medmix.lineage.backend import LineageError
-    from medmix.tune.sweep import objective_value
 
     name, alias, mode = cfg.lineage.registered_model, cfg.sweep.champion_alias, cfg.sweep.mode
     try:
@@ -215,7 +216,6 @@ def _recorded(version: Any) -> float | None:
 
 
 def _sweep_space(sweep_dir: str | Path) -> dict:
-    from medmix.tune.sweep import SWEEP_INFO
     return json.loads((Path(sweep_dir) / SWEEP_INFO).read_text())["space"]
 
 

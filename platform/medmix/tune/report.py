@@ -25,6 +25,7 @@ import numpy as np
 
 from medmix.tune.law import (OBJECTIVE, MixtureLaw, TrialTable, choose_target_scale, fit_law,
                              rank_invariance, scale_ordinal, write_trials)
+from medmix.tune.layout import SWEEP_INFO, TRIALS_CSV, read_json
 from medmix.tune.space import SearchSpace, sample_mixtures
 
 if TYPE_CHECKING:
@@ -236,7 +237,6 @@ def analyze_sweep(cfg: MedmixConfig, sweep: str, *, target_scale: str | None = N
     """
     from medmix.tune.law import load_trials
     from medmix.tune.runs import find_parent_run, log_artifacts, trials_from_mlflow
-    from medmix.tune.sweep import SWEEP_INFO, TRIALS_CSV, read_json
 
     path = Path(sweep).expanduser()
     space, parent, mode, table = None, None, cfg.sweep.mode, None

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from medmix.lineage import backend
 from medmix.tune.law import SHARE_PREFIX, TrialTable, normalise_records
+from medmix.tune.layout import objective_value
 
 if TYPE_CHECKING:
     from medmix.config import MedmixConfig
@@ -38,7 +39,6 @@ def find_parent_run(cfg: MedmixConfig, name: str) -> str | None:
 
 def trials_from_mlflow(cfg: MedmixConfig, parent_run_id: str) -> TrialTable:
     """Every (child run, evaluated step) of the sweep whose parent run is `parent_run_id`."""
-    from medmix.tune.sweep import objective_value
     client = backend.client(cfg)
     parent = client.get_run(parent_run_id)
     weights = json.loads(parent.data.params.get(OBJECTIVE_PARAM, "{}") or "{}")

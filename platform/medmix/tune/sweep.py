@@ -36,19 +36,19 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from medmix import runtime
+from medmix.tune.layout import (OBJECTIVE, SWEEP_INFO, TRIALS_CSV, TRIALS_DIR, TUNE_DIR, objective_value,
+                                read_json, write_json)
+from medmix.tune.runs import OBJECTIVE_PARAM
 from medmix.tune.space import (SearchSpace, apply_params, build_space, mixture_from_params, scale_key,
                                trial_record, tune_space)
 
 if TYPE_CHECKING:
     from medmix.config import MedmixConfig
+    from medmix.lineage.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
-SWEEP_INFO = "sweep.json"
-TUNE_DIR = "tune"
-TRIALS_DIR = "trials"
-TRIALS_CSV = "trials.csv"
-OBJECTIVE = "objective"
 # A trial actor only waits on its TorchTrainer (whose workers ask for their own CPUs); Tune
 # cannot place a trial that asks for nothing, so it asks for a sliver.
 TRIAL_ACTOR_CPUS = 0.01
@@ -56,42 +56,23 @@ TRIAL_ACTOR_CPUS = 0.01
 
 # --- pieces the driver and the trials share ------------------------------------------------
 
-def objective_value(metrics: Mapping[str, Any], weights: Mapping[str, float]) -> float | None:
-    """The sweep's objective from one report: `val_loss`, or the weighted mean of `weights`' metrics.
-
-    None when the report lacks a metric it needs (a training-only report).
-    """
-    if not weights:
-        value = metrics.get("val_loss")
-        return None if value is None else float(value)
-    if any(metrics.get(k) is None for k in weights):
-        return None
-    total = sum(weights.values())
-    return sum(float(metrics[k]) * w for k, w in weights.items()) / total
-
-
 class ObjectiveReportCallback(TuneReportCallback):
-    """Forward validation reports to Tune with `objective` and `step` added; drop the others.
+    """Forward validation reports to Tune with `objective` added; drop the others.
 
     Runs in the Ray Train controller. Training-only reports carry no objective, and Tune
     rejects results without the metric ASHA and Optuna judge, so only evaluated reports go on.
+    Every report the Trainer makes carries `step`, ASHA's time attribute.
     """
 
     def __init__(self, weights: Mapping[str, float]):
         super().__init__()
         self.weights = dict(weights)
-        self._step = 0
 
     def after_report(self, run_context, metrics, checkpoint):
         report = dict(metrics[0])
-        if "step" in report:
-            self._step = int(report["step"])
-        elif checkpoint is not None and Path(checkpoint.path).name.startswith("step-"):
-            self._step = int(Path(checkpoint.path).name.split("-")[1])
         value = objective_value(report, self.weights)
         if value is None:
             return
-        report["step"] = self._step
         report[OBJECTIVE] = value
         super().after_report(run_context, [report], checkpoint)
 
@@ -117,17 +98,6 @@ def mixture_tasks(cfg: MedmixConfig) -> list[str]:
     return [t for t in tasks if t not in set(cfg.mixture.exclude)]
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    tmp.replace(path)
-
-
 # --- one trial (runs in a Tune trial actor) ------------------------------------------------
 
 def run_trial(params: dict, *, base: dict, space: dict, sweep: dict) -> None:
@@ -148,17 +118,14 @@ def run_trial(params: dict, *, base: dict, space: dict, sweep: dict) -> None:
 
     tracker = build_tracker(cfg.lineage)
     info = read_json(run_dir / RUN_INFO)
-    tags = {"medmix.kind": "sweep-trial", "medmix.sweep": sweep["name"], "medmix.trial": trial_id,
-            "medmix.run_dir": str(run_dir)}
-    if info.get("run_id"):   # a resumed trial keeps its child run
-        tracker.start_run(trial_id, tags={**tags, "medmix.resumed": "true"}, run_id=info["run_id"])
-    else:
-        tracker.start_run(f"{sweep['name']}/{trial_id}", tags=tags, parent_run_id=sweep["parent_run_id"])
-        if tracker.run_id:
-            tracker.log_config(cfg)
+    tags = {"medmix.sweep": sweep["name"], "medmix.trial": trial_id, "medmix.run_dir": str(run_dir)}
+    run_id, resumed = runtime.open_run(tracker, cfg, kind="sweep-trial", name=f"{sweep['name']}/{trial_id}",
+                                       tags=tags, resume_run_id=info.get("run_id"),
+                                       parent_run_id=sweep["parent_run_id"])
+    if not resumed:   # a resumed trial keeps its child run and its record
+        if run_id:
             tracker.log_params(trial_record(cfg, space_, params))
-            tracker.log_store(cfg.data.root)
-        write_json(run_dir / RUN_INFO, {"run_id": tracker.run_id, "name": trial_id, "params": params})
+        write_json(run_dir / RUN_INFO, {"run_id": run_id, "name": trial_id, "params": params})
 
     trainer = build_torch_trainer(cfg, tracker.run_id, run_dir, use_gpu=sweep["use_gpu"],
                                   callbacks=[ObjectiveReportCallback(sweep["objective"])])
@@ -301,18 +268,13 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
 
 
 def check_train_config(cfg: MedmixConfig) -> None:
-    """What a sweep needs of `[train]`: validation results ASHA can place at a step."""
+    """What a sweep needs of `[train]`: intermediate validation results for ASHA to stop trials on."""
     from medmix.options import ConfigError
     if cfg.sweep.scheduler != "asha":
         return
     if not cfg.train.eval_every:
         raise ConfigError("train.eval_every = 0 gives ASHA no intermediate validation results to stop "
                           "trials on; set train.eval_every (e.g. = sweep.grace_period) or sweep.scheduler=fifo")
-    if cfg.train.eval_every % cfg.train.log_every:
-        # the train loop puts `step` only into logging reports; a validation result between two
-        # of them would reach ASHA without its step
-        raise ConfigError(f"train.eval_every = {cfg.train.eval_every} must be a multiple of train.log_every = "
-                          f"{cfg.train.log_every} so that every validation result carries its step")
 
 
 def trial_dirname(trial: Any) -> str:
@@ -342,31 +304,25 @@ def _scheduler(cfg: MedmixConfig):
                          reduction_factor=cfg.sweep.reduction_factor)
 
 
-def _open_parent(tracker: Any, cfg: MedmixConfig, sweep_dir: Path, space: SearchSpace) -> tuple[str | None, bool]:
+def _open_parent(tracker: Tracker, cfg: MedmixConfig, sweep_dir: Path, space: SearchSpace) -> tuple[str | None, bool]:
     """Re-open the sweep's parent run (a re-run of the same sweep) or start it."""
     info = read_json(sweep_dir / SWEEP_INFO)
-    tags = {"medmix.kind": "sweep", "medmix.sweep": cfg.name, "medmix.sweep_dir": str(sweep_dir)}
-    if info.get("parent_run_id"):
-        if info.get("space") and info["space"] != json.loads(json.dumps(space.to_dict())):
-            raise ValueError(f"sweep {cfg.name!r} at {sweep_dir} was started with another search space; "
-                             f"resume it with the same config or choose a new name (--set name=...)")
-        try:
-            tracker.start_run(cfg.name, tags={**tags, "medmix.resumed": "true"}, run_id=info["parent_run_id"])
-            return tracker.run_id, True
-        except Exception:  # noqa: BLE001 - the run lives in another tracking store: start anew
-            log.warning("parent run %s not found in this tracking store; starting a new one", info["parent_run_id"])
-    tracker.start_run(cfg.name, tags=tags)
-    if tracker.run_id:
-        tracker.log_config(cfg)
-        from medmix.tune.runs import OBJECTIVE_PARAM
+    if info.get("parent_run_id") and info.get("space") and info["space"] != json.loads(json.dumps(space.to_dict())):
+        raise ValueError(f"sweep {cfg.name!r} at {sweep_dir} was started with another search space; "
+                         f"resume it with the same config or choose a new name (--set name=...)")
+    run_id, resumed = runtime.open_run(tracker, cfg, kind="sweep", name=cfg.name,
+                                       tags={"medmix.sweep": cfg.name, "medmix.sweep_dir": str(sweep_dir)},
+                                       resume_run_id=info.get("parent_run_id"))
+    if resumed:
+        return run_id, True
+    if run_id:
         tracker.log_params({"sweep.space.tasks": space.tasks, "sweep.space.params": space.param_names(),
                             OBJECTIVE_PARAM: json.dumps(dict(cfg.sweep.objective), sort_keys=True)})
         tracker.log_dict(space.to_dict(), "sweep/space.json")
-        tracker.log_store(cfg.data.root)
-    write_json(sweep_dir / SWEEP_INFO, {"name": cfg.name, "parent_run_id": tracker.run_id,
+    write_json(sweep_dir / SWEEP_INFO, {"name": cfg.name, "parent_run_id": run_id,
                                          "space": space.to_dict(), "mode": cfg.sweep.mode,
                                          "objective": dict(cfg.sweep.objective), "created": time.time()})
-    return tracker.run_id, False
+    return run_id, False
 
 
 def summarise_trial(result: Any, cfg: MedmixConfig, space: SearchSpace, sweep_dir: Path) -> TrialSummary:

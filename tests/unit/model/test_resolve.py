@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from medmix.model.resolve import Export, ExportMeta, resolve
+from medmix.model.export_meta import ExportMeta
+from medmix.model.resolve import Export, resolve
 from tests.conftest import suite_config
 
 

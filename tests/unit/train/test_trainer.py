@@ -94,3 +94,32 @@ def test_trainer_module_never_imports_ray():
             "assert not bad, bad")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _reports_callback():
+    from medmix.train.trainer import Callback
+
+    class Reports(Callback):
+        """What the Trainer hands to `report` and `post_checkpoint` (Ray Train reports both)."""
+
+        def __init__(self):
+            self.metrics: list[tuple[int, dict]] = []
+
+        def report(self, t, metrics):
+            self.metrics.append((t.step, dict(metrics)))
+
+        def post_checkpoint(self, t, path, meta, metrics):
+            self.metrics.append((t.step, dict(metrics)))
+
+    return Reports()
+
+
+def test_every_report_carries_its_step_even_off_the_logging_cadence(tmp_path, tiny_suite, torch_globals):
+    """ASHA places results by `step`: a validation at step 2 with logging every 3 steps still has it."""
+    cfg = suite_config(tmp_path, tiny_suite, *OVERRIDES, "train.log_every=3", "train.eval_every=2",
+                       "train.checkpoint_every=4", "train.eval_batches=1")
+    seen = _reports_callback()
+    _fit(cfg, [seen])
+    assert [s for s, _ in seen.metrics] == [2, 3, 4]
+    assert all(m["step"] == s for s, m in seen.metrics)
+    assert "val_loss" in seen.metrics[0][1] and "loss" not in seen.metrics[0][1]  # validation only
