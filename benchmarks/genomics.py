@@ -29,7 +29,9 @@ def main() -> None:
     from medmix.data.genomics.inputs import Region, split_regions
     from medmix.data.genomics.pileup import PileupConfig
     from medmix.data.genomics.simulate import SimulationConfig, simulate_sample
-    from medmix.data.genomics.variants import CandidateConfig, ingest_variants, process_region
+    from medmix.data.genomics.config import CandidateConfig
+    from medmix.data.genomics.variants import process_region
+    from medmix.data.ingest.variants import ingest_variants
     from medmix.data.store import ShardStore
 
     work = Path(tempfile.mkdtemp(prefix="medmix-bench-genomics-"))

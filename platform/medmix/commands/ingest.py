@@ -209,7 +209,7 @@ def _store(args):
 def run_variants(args: argparse.Namespace) -> int:
     from medmix.options import validate
     from medmix.data.genomics.config import CandidateConfig, PileupConfig
-    variants = _require("medmix.data.genomics.variants", "medmix ingest variants", "pysam")
+    variants = _require("medmix.data.ingest.variants", "medmix ingest variants", "pysam")
     ingest_variants, label_counts = variants.ingest_variants, variants.label_counts
     ccfg = CandidateConfig(min_depth=args.min_depth, min_alt_count=args.min_alt_count,
                            min_alt_fraction=args.min_alt_fraction, min_indel_fraction=args.min_indel_fraction,
@@ -226,8 +226,8 @@ def run_variants(args: argparse.Namespace) -> int:
 
 
 def run_genotypes(args: argparse.Namespace) -> int:
-    polygenic = _require("medmix.data.genomics.polygenic", "medmix ingest genotypes", "pysam")
-    PolygenicConfig, ingest_genotypes = polygenic.PolygenicConfig, polygenic.ingest_genotypes
+    genotypes = _require("medmix.data.ingest.genotypes", "medmix ingest genotypes", "pysam")
+    PolygenicConfig, ingest_genotypes = genotypes.PolygenicConfig, genotypes.ingest_genotypes
     cfg = PolygenicConfig(p_thresholds=args.p_thresholds) if args.p_thresholds else PolygenicConfig()
     summary = ingest_genotypes(_store(args), args.vcf, args.weights, args.phenotypes, args.task,
                                args.split, cfg, replace=args.replace, progress=True)
@@ -236,7 +236,7 @@ def run_genotypes(args: argparse.Namespace) -> int:
 
 
 def run_volumes(args: argparse.Namespace) -> int:
-    volumes = _require("medmix.data.volumes", "medmix ingest volumes", "nibabel")
+    volumes = _require("medmix.data.ingest.volumes", "medmix ingest volumes", "nibabel")
     VolumeConfig, ingest_volumes = volumes.VolumeConfig, volumes.ingest_volumes
     cfg = VolumeConfig(num_slices=args.slices, image_size=args.image_size, window=args.window)
     summary = ingest_volumes(_store(args), args.paths, args.reports, args.task, args.split,

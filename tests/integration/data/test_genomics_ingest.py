@@ -15,7 +15,8 @@ from medmix.data.genomics.inputs import Region
 from medmix.data.genomics.pileup import image_to_tensor
 from medmix.data.genomics.realdata import INSTALL_HINT, find_ex1, prepare_ex1, silver_truth
 from medmix.data.genomics.simulate import SimulationConfig, simulate_sample
-from medmix.data.genomics.variants import CandidateConfig, ingest_variants
+from medmix.data.genomics.config import CandidateConfig
+from medmix.data.ingest.variants import ingest_variants
 from medmix.data.genomics.vcf import call_variants, compare_to_truth
 from medmix.data.store import ShardStore
 

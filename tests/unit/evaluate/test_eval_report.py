@@ -79,7 +79,8 @@ def test_report_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def polygenic_store(tmp_path_factory):
-    from medmix.data.genomics.polygenic import CohortConfig, PolygenicConfig, ingest_genotypes, simulate_cohort
+    from medmix.data.genomics.polygenic import CohortConfig, PolygenicConfig, simulate_cohort
+    from medmix.data.ingest.genotypes import ingest_genotypes
     from medmix.data.store import ShardStore
     tmp = tmp_path_factory.mktemp("prs")
     cohort = simulate_cohort(tmp / "cohort", CohortConfig(num_samples=160, num_snps=120, gwas_samples=800, seed=3))

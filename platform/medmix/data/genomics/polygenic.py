@@ -1,6 +1,7 @@
 """Polygenic risk (Med-Gemini-Polygenic): polygenic scores drawn as an image, yes/no outcomes.
 
-    medmix ingest genotypes --vcf genotypes.vcf.gz --weights gwas.tsv --phenotypes pheno.tsv
+The ingest itself (`medmix ingest genotypes`) is `medmix.data.ingest.genotypes`; this module
+reads its inputs and computes the scores and the image.
 
 - `--vcf`: genotypes of many samples (pysam.VariantFile; GT per sample, biallelic SNPs).
 - `--weights`: a GWAS summary TSV with a header: `trait chrom pos effect_allele other_allele
@@ -32,11 +33,7 @@ import pysam
 
 from medmix.options import option
 from medmix.data.genomics.inputs import GenomicsInputError, open_vcf
-from medmix.data.images import encode_png
-from medmix.data.ingest.common import IngestSummary, ItemResult, hash_split, write_ingest
 from medmix.data.schema import Example
-from medmix.data.store import sha256_file
-from medmix.tasks.builtin import YES_NO
 
 WEIGHT_COLUMNS = ("trait", "chrom", "pos", "effect_allele", "other_allele", "beta", "p")
 Z_CLIP = 3.0
@@ -181,60 +178,6 @@ def read_phenotypes(path: str | Path) -> dict[str, dict[str, int]]:
                 vals[trait] = int(v in ("1", "yes", "true"))
             out[row["sample"]] = vals
     return out
-
-
-def ingest_genotypes(store, vcf: str | Path, weights: str | Path, phenotypes: str | Path,
-                     task: str = "polygenic_risk", split: str = "auto",
-                     cfg: PolygenicConfig | None = None, replace: bool = False,
-                     progress: bool = False) -> IngestSummary:
-    """Genotypes + GWAS weights + phenotypes -> one row per (sample, known outcome).
-
-    All outcomes of a sample land in one split (`auto`: a hash of the sample name).
-    """
-    import time
-    started = time.perf_counter()
-    cfg = cfg or PolygenicConfig()
-    from medmix.options import validate
-    validate(cfg)
-    if not phenotypes:
-        raise GenomicsInputError(f"{vcf}: no phenotypes given; an outcome without its answer can "
-                                 f"neither train nor be scored, so it is not stored")
-    w = read_weights(weights)
-    pheno = read_phenotypes(phenotypes)
-    samples, prs, used = polygenic_scores(vcf, w, cfg.p_thresholds)
-    z = standardise(prs)
-    traits = list(w)
-    unknown = sorted({t for v in pheno.values() for t in v} - set(traits))
-    if unknown:
-        raise GenomicsInputError(f"{phenotypes}: trait(s) {', '.join(unknown)} have no weights in {weights}")
-    if not set(pheno) & set(samples):
-        raise GenomicsInputError(f"{phenotypes}: no sample in common with {vcf}")
-
-    def results():
-        from tqdm import tqdm
-        for i, s in enumerate(tqdm(samples, desc="genotypes", unit="sample", disable=not progress,
-                                   leave=False)):
-            known = pheno.get(s, {})
-            png = encode_png(risk_image(z[i], cfg)) if known else b""
-            examples = []
-            for trait, y in known.items():
-                t = traits.index(trait)
-                examples.append(Example(
-                    example_id=f"{s}:{trait}", task=task,
-                    split=hash_split(s) if split == "auto" else split,
-                    context={"outcome": trait.replace("_", " "), "trait": trait, "sample": s,
-                             "prs": {f"{thr:g}": round(float(z[i, t, k]), 4)
-                                     for k, thr in enumerate(cfg.p_thresholds)}},
-                    target=YES_NO[0 if y else 1], label=0 if y else 1,
-                    source=f"{vcf}#{s}", images=[png], image_format="png"))
-            yield ItemResult(name=s, examples=examples,
-                             notes={} if known else {"sample without phenotypes": 1})
-
-    digests = [(Path(p).name, sha256_file(p)) for p in (vcf, weights, phenotypes)]
-    source = {"path": str(vcf), "weights": str(weights), "phenotypes": str(phenotypes),
-              "p_thresholds": list(cfg.p_thresholds), "snps_used": used}
-    return write_ingest(store, kind="genotypes", task=task, results=results(), source=source,
-                        replace=replace, extra_digests=digests, unit="samples", started=started)
 
 
 def linear_prs_auc(train: list[Example], test: list[Example]) -> dict[str, dict]:

@@ -41,10 +41,11 @@ def synth_genomics(cfg, store, workdir: str | Path | None = None, num_slices: in
         parallel: "ray", "local" or "auto" (Ray from 8 work items on); None = "auto" if Ray
             is already initialised, else "local" (starting Ray costs more than this work).
     """
-    from medmix.data.genomics.polygenic import CohortConfig, ingest_genotypes, simulate_cohort
+    from medmix.data.genomics.polygenic import CohortConfig, simulate_cohort
+    from medmix.data.ingest.genotypes import ingest_genotypes
     from medmix.data.genomics.simulate import SimulationConfig, simulate_sample
-    from medmix.data.genomics.variants import ingest_variants
-    from medmix.data.volumes import VolumeConfig, ingest_volumes, synthetic_volumes
+    from medmix.data.ingest.variants import ingest_variants
+    from medmix.data.ingest.volumes import VolumeConfig, ingest_volumes, synthetic_volumes
 
     if parallel is None:
         import sys

@@ -1,6 +1,4 @@
-"""Variant-calling examples from reads: candidate sites, their pileups, truth genotypes.
-
-    medmix ingest variants --bam reads.bam --ref ref.fa --truth truth.vcf.gz [--regions chr1:1-50000]
+"""Variant candidates from reads: candidate sites, their pileups, truth genotypes.
 
 1. The reference is cut into regions (`region_size` bp), spread over Ray tasks
    (`ingest.common.run_parallel`); each region's work opens the BAM/FASTA/VCF itself through
@@ -10,13 +8,10 @@
    allele is a candidate at depth >= min_depth with >= min_alt_count reads and an allele
    fraction >= min_alt_fraction; an indel the same with min_indel_fraction. Indels are
    left-aligned (`alleles.normalize`). Each ALT allele of a site is its own candidate.
-3. Each candidate becomes a pileup image (`pileup.py`) and one row of the `variant_calling`
-   task: label = copies of the ALT in the truth genotype (0, 1, 2; absent from truth = 0).
-   A truth VCF is required: like every medmix ingest we store no unlabelled rows (calling an
-   unlabelled BAM is `vcf.call_variants`' job, which needs no store).
-4. Rows are written in one store transaction (`ingest.common.write_ingest`); the split is
-   `auto` (a hash of the example id, 80/10/10) or one split for every row — hold out whole
-   contigs by ingesting them with `--regions chr20 --split test`, as DeepVariant does.
+3. Each candidate becomes a pileup image (`pileup.py`), labelled with the copies of the ALT
+   in the truth genotype (0, 1, 2; absent from truth = 0).
+
+Turning candidates into store rows is `medmix.data.ingest.variants`.
 
 Throughput on the bundled simulation is recorded in benchmarks/RESULTS.md.
 """
@@ -27,7 +22,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pysam
@@ -38,11 +32,7 @@ from medmix.data.genomics.inputs import (GenomicsInputError, Region, open_bam, o
                                          parse_regions, split_regions, vcf_records)
 from medmix.data.genomics.pileup import PileupConfig, RegionReads, build_pileup, pileup_image, usable
 from medmix.data.images import encode_png
-from medmix.data.ingest.common import (IngestSummary, ItemResult, guarded, hash_split,
-                                       run_parallel, write_ingest)
-from medmix.data.schema import Example
-from medmix.data.store import sha256_file
-from medmix.tasks.builtin import GENOTYPES
+from medmix.data.ingest.common import run_parallel
 
 _CODE = np.full(256, 4, dtype=np.int64)  # A C G T -> 0..3, anything else (N) -> 4
 for _i, _b in enumerate("ACGT"):
@@ -245,71 +235,3 @@ def _merge(results: list[RegionResult], ref_path: str) -> list[Candidate]:
     with pysam.FastaFile(str(ref_path)) as fa:
         order = {c: i for i, c in enumerate(fa.references)}
     return [seen[v] for v in sorted(seen, key=lambda v: (order.get(v.contig, 1 << 30), v))]
-
-
-def candidate_example(c: Candidate, sample: str, task: str, split: str, source: str) -> Example:
-    v = c.variant
-    example_id = f"{sample}:{v.contig}:{v.pos + 1}:{v.ref}>{v.alt}"
-    return Example(
-        example_id=example_id, task=task, split=hash_split(example_id) if split == "auto" else split,
-        context={"locus": v.locus, "chrom": v.contig, "pos": v.pos + 1, "ref": v.ref, "alt": v.alt,
-                 "kind": v.kind, "depth": c.depth, "alt_count": c.alt_count, "sample": sample},
-        target=GENOTYPES[c.label], label=c.label,
-        source=f"{source}#{v.contig}:{v.pos + 1}", images=[c.image], image_format="png")
-
-
-def _region_rows(region: Region, *, sample: str, task: str, split: str, **kwargs) -> ItemResult:
-    def rows(r: Region) -> ItemResult:
-        res = process_region(r, **kwargs)
-        return ItemResult(name=str(r), examples=[candidate_example(c, sample, task, split, kwargs["bam_path"])
-                                                 for c in res.candidates])
-    return guarded(rows, region, str(region))
-
-
-def ingest_variants(store, bam: str, ref: str, truth: str, regions: list[str] | None = None,
-                    task: str = "variant_calling", split: str = "auto", sample: str | None = None,
-                    ccfg: CandidateConfig | None = None, pcfg: PileupConfig | None = None,
-                    parallel: str = "auto", replace: bool = False, progress: bool = False) -> IngestSummary:
-    """BAM + reference + truth VCF -> one row per candidate in `store` (Ray task per region).
-
-    Args:
-        split: `auto` (80/10/10 by a hash of the example id) or one split for every row.
-        sample: name in example ids (default: the BAM file's stem).
-        parallel: "ray", "local" (this process) or "auto" (Ray from 8 regions on).
-        replace: drop the task's earlier rows instead of adding to them.
-    """
-    started = time.perf_counter()
-    if not truth:
-        raise GenomicsInputError(f"{bam}: no truth VCF given; a candidate without a genotype can "
-                                 f"neither train nor be scored, so it is not stored (to call an "
-                                 f"unlabelled BAM use medmix.data.genomics.vcf.call_variants)")
-    ccfg, pcfg = ccfg or CandidateConfig(), pcfg or PileupConfig()
-    sample = sample or Path(bam).name.split(".")[0]
-    work = plan_regions(str(bam), str(ref), str(truth), regions, ccfg, pcfg)
-    fn = partial(_region_rows, sample=sample, task=task, split=split, bam_path=str(bam),
-                 ref_path=str(ref), truth_path=str(truth), ccfg=ccfg, pcfg=pcfg)
-    results = run_parallel(fn, work, desc="variants", parallel=parallel, progress=progress)
-    digests = [(Path(p).name, sha256_file(p)) for p in (bam, ref, truth)]
-    source = {"path": str(bam), "reference": str(ref), "truth": str(truth),
-              "regions": regions or "all", "min_depth": ccfg.min_depth,
-              "min_alt_fraction": ccfg.min_alt_fraction, "min_indel_fraction": ccfg.min_indel_fraction}
-    return write_ingest(store, kind="variants", task=task, results=_unique(results), source=source,
-                        replace=replace, extra_digests=digests, unit="regions", started=started)
-
-
-def _unique(results):
-    """Drop a candidate already seen in an earlier region (see `_merge`)."""
-    seen: set[str] = set()
-    for r in results:
-        r.examples = [ex for ex in r.examples if ex.example_id not in seen]
-        seen.update(ex.example_id for ex in r.examples)
-        yield r
-
-
-def label_counts(store, summary: IngestSummary) -> dict[str, int]:
-    """Rows per genotype among the shards an ingest wrote."""
-    import pyarrow.parquet as pq
-    counts: Counter = Counter()
-    for shard in summary.shards:
-        counts.update(pq.read_table(store.path(shard), columns=["target"]).column(0).to_pylist())
-    return dict(counts)

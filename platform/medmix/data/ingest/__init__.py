@@ -4,6 +4,9 @@
 - `image_folder`: PNG/JPEG folder + labels CSV -> image rows (`medmix ingest images`)
 - `qa`: JSONL multiple-choice questions -> MCQ rows
 - `reports`: IU chest X-ray report XML -> findings -> impression rows
+- `volumes`: NIfTI files / DICOM series -> sequences of windowed slices (Med-Gemini-3D)
+- `variants`: BAM + reference + truth VCF -> one pileup row per candidate variant
+- `genotypes`: genotype VCF + GWAS weights + phenotypes -> polygenic-risk rows
 - `common`: `IngestError`, the --on-error policy and quarantine report, hash splits, labels
   CSVs, the Ray fan-out, and the one-transaction writer every kind goes through
 """

@@ -12,7 +12,7 @@ from genomics_helpers import CONTIG, LENGTH, write_bam, write_fasta
 from medmix.data.genomics.alleles import Variant
 from medmix.data.genomics.inputs import GenomicsInputError, open_bam, open_fasta, open_vcf, parse_regions
 from medmix.data.genomics.simulate import write_truth_vcf
-from medmix.data.genomics.variants import ingest_variants
+from medmix.data.ingest.variants import ingest_variants
 from medmix.data.ingest.common import IngestError
 from medmix.data.store import ShardStore
 

@@ -9,7 +9,7 @@ import pytest
 from medmix.data.genomics.alleles import Variant
 from medmix.data.genomics.pileup import build_pileup, image_to_tensor
 from medmix.data.genomics.simulate import SimulationConfig, simulate_sample
-from medmix.data.genomics.variants import ingest_variants, label_counts
+from medmix.data.ingest.variants import ingest_variants, label_counts
 from medmix.data.images import decode_image
 from medmix.data.store import ShardStore
 from medmix.tasks import get_task, render_prompt

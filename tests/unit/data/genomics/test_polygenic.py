@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from medmix.data.genomics.inputs import GenomicsInputError
-from medmix.data.genomics.polygenic import (CohortConfig, PolygenicConfig, ingest_genotypes, linear_prs_auc,
-                                            polygenic_scores, read_weights, risk_image, simulate_cohort)
+from medmix.data.genomics.polygenic import (CohortConfig, PolygenicConfig, linear_prs_auc, polygenic_scores,
+                                            read_weights, risk_image, simulate_cohort)
+from medmix.data.ingest.genotypes import ingest_genotypes
 from medmix.data.images import decode_image
 from medmix.data.store import ShardStore
 

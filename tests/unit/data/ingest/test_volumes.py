@@ -15,7 +15,7 @@ import pytest
 from medmix.data.images import decode_image
 from medmix.data.ingest.common import IngestError
 from medmix.data.store import ShardStore
-from medmix.data.volumes import (VolumeConfig, VolumeInputError, apply_window, ingest_volumes, load_volume,
+from medmix.data.ingest.volumes import (VolumeConfig, VolumeInputError, apply_window, ingest_volumes, load_volume,
                                  resample_depth, synthetic_volumes, volume_slices, window_limits)
 
 NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
