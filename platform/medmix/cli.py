@@ -13,6 +13,11 @@ import importlib
 import os
 import sys
 
+from medmix import __version__
+from medmix.config import load_config, to_toml
+from medmix.options import ConfigError
+from medmix.tasks.spec import UnknownTaskError
+
 # verb module names, in the order `--help` lists them
 VERBS = ["tasks", "synth", "data", "tokenizer", "ingest", "train", "sweep", "evaluate", "report", "submit", "lineage", "model", "export", "call-variants", "serve", "demo", "metrics"]
 
@@ -30,7 +35,6 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace):
     """Load preset + overrides; with --dry-run print the TOML and exit 0."""
-    from medmix.config import load_config, to_toml
     cfg = load_config(args.preset, args.overrides)
     if getattr(args, "dry_run", False):
         sys.stdout.write(to_toml(cfg))
@@ -47,7 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "--preset, --set KEY=VALUE and --dry-run.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from medmix import __version__
     parser.add_argument("--version", action="version", version=f"medmix {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
     for name in VERBS:
@@ -57,7 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from medmix.options import ConfigError
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "verb", None) == "submit":
@@ -84,7 +86,6 @@ def _is_user_error(exc: Exception) -> bool:
     """Errors that describe bad input (file, row, field) print without a traceback."""
     from medmix.data.schema import RowError
     from medmix.data.store import StoreError
-    from medmix.tasks.spec import UnknownTaskError
     user = (RowError, StoreError, UnknownTaskError, FileNotFoundError, ValueError)
     extra = []
     try:

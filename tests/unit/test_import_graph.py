@@ -1,5 +1,6 @@
-"""The package's import graph, read with `ast`: no module-level cycle, and no arrow up into
-the command line (`medmix.cli`, `medmix.commands`) from the library beneath it."""
+"""The package's import graph, read with `ast`: no cycle, no arrow up into the command line
+(`medmix.cli`, `medmix.commands`) from the library beneath it, and imports inside functions
+only where they keep a heavy dependency off a light module's import."""
 
 from __future__ import annotations
 
@@ -119,3 +120,89 @@ def test_no_import_cycle_even_through_imports_inside_functions():
     _, anywhere = import_graph()
     cycle = find_cycle(anywhere)
     assert cycle is None, "import cycle (counting imports inside functions): " + " -> ".join(cycle or [])
+
+
+# Why an import may wait inside a function: the package costs start-up time (or a GPU/cluster
+# side effect) that a light module — the CLI, a config, a reader — must not pay on import.
+HEAVY = {
+    "torch": "1-2 s import; CUDA initialisation", "ray": "~1 s import; cluster connection",
+    "mlflow": "~1.5 s import", "transformers": "~2 s import", "timm": "imports torch + torchvision",
+    "pyarrow": "~0.3 s import, native libraries", "sklearn": "~0.5 s import", "scipy": "~0.3 s import",
+    "matplotlib": "~0.5 s import, font cache", "pysam": "optional dependency (genomics)",
+    "pydicom": "optional codecs", "nibabel": "optional dependency (volumes)",
+    "tokenizers": "native library", "optuna": "~0.5 s import", "safetensors": "imports torch bindings",
+    "PIL": "native library", "fastapi": "pydantic models at import", "httpx": "~0.2 s import",
+    "skimage": "~0.5 s import", "sacrebleu": "optional metric", "rouge_score": "imports nltk",
+    "gguf": "numpy-heavy reader", "tqdm": "terminal probing", "pandas": "~0.5 s import",
+    "numpy": "~0.1 s import, kept off the CLI", "yaml": "only cluster files", "starlette": "serve only",
+    "pydantic": "serve only", "uvicorn": "serve only", "prometheus_client": "metrics readers only",
+}
+
+
+def _module_level(tree: ast.Module) -> tuple[set[str], set[str]]:
+    """(medmix modules, third-party top-level packages) a module imports at module level."""
+    med: set[str] = set()
+    third: set[str] = set()
+
+    def walk(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.If) and _is_type_checking(node):
+                continue
+            if isinstance(node, (ast.If, ast.Try)):
+                walk(node.body + node.orelse + [s for h in getattr(node, "handlers", []) for s in h.body])
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    (med if a.name.startswith("medmix") else third).add(a.name)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                if node.module.startswith("medmix"):
+                    med.add(node.module)
+                    med.update(f"{node.module}.{a.name}" for a in node.names)
+                else:
+                    third.add(node.module)
+    walk(tree.body)
+    return med, {m.split(".")[0] for m in third}
+
+
+def heavy_closure() -> tuple[dict[str, Path], dict[str, set[str]]]:
+    """Each module -> the HEAVY packages importing it loads (through module-level imports)."""
+    paths = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    edges, third = {}, {}
+    for name, path in paths.items():
+        med, tops = _module_level(ast.parse(path.read_text()))
+        parents = {".".join(name.split(".")[:i]) for i in range(2, len(name.split(".")))}
+        edges[name] = {m for m in med | parents if m in paths and m != name}
+        third[name] = tops & set(HEAVY)
+    memo: dict[str, set[str]] = {}
+
+    def heavy(name: str) -> set[str]:
+        if name not in memo:
+            memo[name] = set()
+            memo[name] = set(third[name]).union(*(heavy(d) for d in edges[name]))
+        return memo[name]
+    return paths, {name: heavy(name) for name in paths}
+
+
+def test_imports_inside_functions_only_defer_heavy_dependencies():
+    """A function-level import must keep something HEAVY off its module's import (or say why
+    in a comment on its line); everything else belongs at the top of the module."""
+    paths, heavy = heavy_closure()
+    needless = []
+    for name, path in sorted(paths.items()):
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if not isinstance(node, (ast.Import, ast.ImportFrom)) or "#" in lines[node.lineno - 1]:
+                    continue
+                targets = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                           else [node.module or ""])
+                for target in targets:
+                    if target.startswith("medmix"):
+                        deferred = heavy.get(target, set()) - heavy[name]
+                    else:
+                        top = target.split(".")[0]
+                        deferred = {top} if top in HEAVY and (top not in heavy[name] or "." in target) else set()
+                    if not deferred:
+                        needless.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} {target}")
+    assert not needless, "imports inside functions that defer nothing heavy:\n" + "\n".join(needless)

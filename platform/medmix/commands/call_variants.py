@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medmix.lineage.config import TrackerConfig
+from medmix.model.resolve import resolve
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -51,8 +54,6 @@ def model_predict_fn(export_dir: str | Path, task: str = "variant_calling"):
 def call(model: str, bam: str, ref: str, out: str, *, truth: str | None = None, regions=None,
          batch_size: int = 64, tracking_root: str = "medmix-runs") -> dict:
     from medmix.data.genomics.vcf import call_variants, compare_to_truth
-    from medmix.lineage.config import TrackerConfig
-    from medmix.model.resolve import resolve
     export = resolve(model, TrackerConfig(root=tracking_root))
     stats = call_variants(model_predict_fn(export.path), bam, ref, out, regions=regions, batch_size=batch_size)
     stats["model"] = export.label

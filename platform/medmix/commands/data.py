@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from medmix.commands.tasks import table
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("data", help="inspect the shard store (verify, show)",
@@ -41,7 +43,6 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from medmix.commands.tasks import table
     from medmix.data.schema import SPLITS
     from medmix.data.store import ShardStore
     store = ShardStore(args.root)

@@ -12,9 +12,15 @@ import argparse
 import time
 from pathlib import Path
 
+from medmix.cli import add_config_args, main, resolve_config
+from medmix.commands.sweep import summary as sweep_summary
+from medmix.commands.train import summary
+from medmix.config import load_config
+from medmix.data.tokenizer import ensure_tokenizer
+from medmix.train.launcher import train
+
 
 def add_parser(sub) -> None:
-    from medmix.cli import add_config_args
     p = sub.add_parser(
         "demo", help="run the whole platform end to end on the bundled suite (what `make demo` runs)",
         description="Build the bundled synthetic suite, train the debug model on the Med-PaLM M "
@@ -39,16 +45,10 @@ class Steps:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmix.cli import main, resolve_config
-    from medmix.commands.sweep import summary as sweep_summary
-    from medmix.config import load_config
-    from medmix.serve.server import answer_once
-    from medmix.tune.sweep import run_sweep
-    from medmix.commands.train import summary
     from medmix.data.synth.suite import build_bundled
-    from medmix.data.tokenizer import ensure_tokenizer
+    from medmix.serve.server import answer_once
     from medmix.train.export import export_checkpoint, register_checkpoint_export
-    from medmix.train.launcher import train
+    from medmix.tune.sweep import run_sweep
 
     cfg = resolve_config(args)
     if not any(o.startswith("name=") for o in args.overrides):

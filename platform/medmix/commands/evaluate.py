@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from medmix.cli import add_config_args, resolve_config
+from medmix.evaluate.report import fmt
+
 
 def add_parser(sub) -> None:
-    from medmix.cli import add_config_args
     p = sub.add_parser(
         "evaluate", help="per-task metrics of a checkpoint or registered model (Ray Data batch inference)",
         description="Answer every row of the chosen split of each task with the model — option scoring for "
@@ -36,7 +38,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmix.cli import resolve_config
     cfg = resolve_config(args)
     if not (args.checkpoint or args.model):
         raise ValueError("say what to evaluate: --checkpoint PATH (checkpoint, run or export directory) "
@@ -52,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary(result) -> str:
-    from medmix.evaluate.report import fmt
     src = result.model
     lines = [f"evaluated {src.label} on {result.split}"
              f"{' with blank images' if result.blank_images else ''}: {len(result.tasks)} task(s), "

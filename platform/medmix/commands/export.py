@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medmix.config import config_from_dict
+from medmix.model.resolve import checkpoint_label, slug
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -25,8 +28,6 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from medmix.config import config_from_dict
-    from medmix.model.resolve import checkpoint_label, slug
     from medmix.train.checkpoint import latest_checkpoint, read_meta
     from medmix.train.export import export_checkpoint, register_checkpoint_export
 

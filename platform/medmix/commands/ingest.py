@@ -24,6 +24,10 @@ import dataclasses
 import importlib
 import json
 
+from medmix.cli import add_config_args, resolve_config
+from medmix.data.genomics.config import CandidateConfig, PileupConfig
+from medmix.options import validate
+
 SPLIT_CHOICES = ("auto", "train", "val", "test")
 
 
@@ -39,7 +43,6 @@ def add_parser(sub) -> None:
 
 def add_ingest_subparsers(ksub) -> None:
     """Register every ingest kind under `ksub` (the ingest verb's subparsers)."""
-    from medmix.cli import add_config_args
 
     def common(q: argparse.ArgumentParser, task_help: str, task_default: str | None = None) -> None:
         q.add_argument("--task", required=task_default is None, default=task_default,
@@ -124,7 +127,6 @@ def run(args: argparse.Namespace) -> int:
 # --- genomics and 3D volumes ----------------------------------------------------------------
 
 def _common(p: argparse.ArgumentParser, task: str, parallel: bool = True) -> None:
-    from medmix.cli import add_config_args
     g = p.add_argument_group("where rows go")
     g.add_argument("--root", help="shard store directory (default: data.root of the config)")
     g.add_argument("--task", default=task, help=f"registered task the rows belong to (default: {task})")
@@ -141,7 +143,6 @@ def _common(p: argparse.ArgumentParser, task: str, parallel: bool = True) -> Non
 
 def _add_genomics_and_volumes(sub) -> None:
     """`variants`, `genotypes` and `volumes`: their defaults come from pysam-free configs."""
-    from medmix.data.genomics.config import CandidateConfig, PileupConfig
     c, pc = CandidateConfig(), PileupConfig()
     v = sub.add_parser("variants", help="BAM + reference (+ truth VCF) -> variant-calling pileups",
                        description="Find candidate variants from pileup allele counts and store "
@@ -199,7 +200,6 @@ def _add_genomics_and_volumes(sub) -> None:
 
 
 def _store(args):
-    from medmix.cli import resolve_config
     from medmix.data.store import ShardStore
     cfg = resolve_config(args)
     store_cfg = dataclasses.replace(cfg.data, root=args.root or cfg.data.root)
@@ -207,8 +207,6 @@ def _store(args):
 
 
 def run_variants(args: argparse.Namespace) -> int:
-    from medmix.options import validate
-    from medmix.data.genomics.config import CandidateConfig, PileupConfig
     variants = _require("medmix.data.ingest.variants", "medmix ingest variants", "pysam")
     ingest_variants, label_counts = variants.ingest_variants, variants.label_counts
     ccfg = CandidateConfig(min_depth=args.min_depth, min_alt_count=args.min_alt_count,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+from medmix.cli import add_config_args, resolve_config
+from medmix.lineage.query import format_chain, trace
 
 
 def add_parser(sub) -> None:
-    from medmix.cli import add_config_args
     p = sub.add_parser("lineage", help="trace a model version or checkpoint back to its data sources",
                        description="Print the chain model version -> checkpoint -> run -> config -> "
                                    "mixture -> shard digests per task -> ingest sources. REF is a "
@@ -21,10 +24,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
 
-    from medmix.cli import resolve_config
-    from medmix.lineage.query import format_chain, trace
     cfg = resolve_config(args)
     chain = trace(args.ref, cfg.lineage)
     if args.json:

@@ -8,6 +8,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+
+from medmix.observability.query import MetricsReadError, format_report, read_metrics
 
 
 def add_parser(sub) -> None:
@@ -36,10 +40,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import sys
 
-    from medmix.observability.query import MetricsReadError, format_report, read_metrics
     if args.discovery_file and args.prometheus:
         raise ValueError("give either --discovery-file or --prometheus, not both")
     try:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from medmix.cli import add_config_args, resolve_config
+from medmix.commands.tasks import table
+
 
 def add_parser(sub) -> None:
-    from medmix.cli import add_config_args
     p = sub.add_parser("model", help="inspect the model (info: parameter counts, FLOPs/token)",
                        description="Inspect the multimodal model the configuration describes.")
     msub = p.add_subparsers(dest="model_verb", metavar="<info>", required=True)
@@ -48,8 +50,6 @@ def model_info(cfg, *, vocab_size: int | None = None, seq_len: int | None = None
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from medmix.cli import resolve_config
-    from medmix.commands.tasks import table
     from medmix.model.summary import human
     cfg = resolve_config(args)
     info = model_info(cfg, vocab_size=args.vocab_size, seq_len=args.seq_len, with_ladder=args.ladder)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from medmix.cli import add_config_args, resolve_config
+from medmix.evaluate.transfer import transfer_report
+
 
 def add_parser(sub) -> None:
-    from medmix.cli import add_config_args
     p = sub.add_parser("report", help="comparison reports built from several trained models",
                        description="Reports that train and evaluate several models. `medmix report transfer` "
                                    "reproduces Med-PaLM M's generalist-vs-specialist comparison in miniature.")
@@ -32,9 +34,7 @@ def add_parser(sub) -> None:
 
 
 def run_transfer(args: argparse.Namespace) -> int:
-    from medmix.cli import resolve_config
     cfg = resolve_config(args)
-    from medmix.evaluate.transfer import transfer_report
     tasks = [x.strip() for x in args.tasks.split(",") if x.strip()] if args.tasks else None
     ablate = None if str(args.ablate).lower() in ("", "none") else args.ablate
     result = transfer_report(cfg, tasks=tasks, ablate=ablate, out_dir=args.out)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from medmix.cli import add_config_args, resolve_config
+from medmix.options import validate
 
 
 def add_parser(sub) -> None:
@@ -45,9 +47,7 @@ def add_parser(sub) -> None:
 
 def apply_args(cfg, args: argparse.Namespace):
     """--host/--port/--gpus over the config (they win over --set, as the more specific flags)."""
-    import dataclasses
 
-    from medmix.options import validate
     changes = {k: v for k, v in (("host", args.host), ("port", args.port), ("num_gpus", args.gpus)) if v is not None}
     if changes:
         cfg.serve = dataclasses.replace(cfg.serve, **changes)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
+import uuid
+from pathlib import Path
 
 JOBS = {"train": "jobs/train.py", "sweep": "jobs/sweep.py"}
 EXCLUDES = [".venv", ".git", "medmix-data", "medmix-runs", "**/__pycache__", ".pytest_cache", ".whl"]
@@ -74,7 +77,6 @@ def submit_with_retry(client, entrypoint: str, runtime_env: dict, *, wait: float
     chosen here, once, so a retry after an ambiguous failure cannot start the job twice.
     Any other error is raised at once.
     """
-    import uuid
     job_id = f"medmix-{uuid.uuid4().hex[:12]}"
     deadline = time.time() + wait
     delay = 1.0
@@ -105,8 +107,6 @@ def auth_headers() -> dict[str, str]:
     the Jobs client sends it only when RAY_AUTH_MODE=token was set before ray was imported;
     an explicit header works either way. RAY_AUTH_MODE set by the user always wins.
     """
-    import os
-    from pathlib import Path
     if os.environ.get("RAY_AUTH_MODE"):
         return {}
     token = os.environ.get("RAY_AUTH_TOKEN", "").strip()

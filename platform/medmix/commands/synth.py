@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 
+from medmix.cli import add_config_args, resolve_config
+from medmix.commands.tasks import table
+
 
 def add_parser(sub) -> None:
-    from medmix.cli import add_config_args
     p = sub.add_parser(
         "synth", help="build the bundled synthetic suite (every MultiMedBench task) into the shard store",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -42,8 +44,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmix.cli import resolve_config
-    from medmix.commands.tasks import table
     from medmix.data.schema import SPLITS
     from medmix.data.synth.suite import build_bundled
     shortcuts = []

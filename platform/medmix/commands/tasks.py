@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+from medmix.tasks import all_tasks, get_task, render_prompt
 
 
 def add_parser(sub) -> None:
@@ -24,8 +27,6 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from medmix.tasks import all_tasks, get_task, render_prompt
     if args.prompt:
         spec = get_task(args.prompt)
         print(render_prompt(spec, dict(spec.exemplar.context), spec.exemplar.num_images or None))

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+import time
+
+from medmix.cli import add_config_args, resolve_config
+from medmix.data.tokenizer import META_FILE, MedmixTokenizer, load_tokenizer, train_tokenizer
 
 
 def add_parser(sub) -> None:
-    from medmix.cli import add_config_args
     p = sub.add_parser("tokenizer", help="train the BPE tokenizer on the store's text, or inspect one",
                        description="`train` learns a byte-level BPE (tokenizer.vocab_size, "
                                    "tokenizer.min_frequency) on the rendered prompts and targets of the "
@@ -31,12 +35,8 @@ def add_parser(sub) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    import json
-    import time
 
-    from medmix.cli import resolve_config
     from medmix.data.store import ShardStore
-    from medmix.data.tokenizer import META_FILE, MedmixTokenizer, train_tokenizer
     cfg = resolve_config(args)
     start = time.time()
     path = train_tokenizer(ShardStore(cfg.data.root), cfg.tokenizer, force=args.force)
@@ -49,8 +49,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from medmix.cli import resolve_config
-    from medmix.data.tokenizer import load_tokenizer
     cfg = resolve_config(args)
     tok = load_tokenizer(cfg.tokenizer, cfg.data.root)
     print(tok)

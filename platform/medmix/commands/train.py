@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from medmix.cli import add_config_args, resolve_config
+from medmix.train.launcher import train
 
 
 def add_parser(sub) -> None:
@@ -21,7 +22,6 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
-    from medmix.train.launcher import train
     result = train(cfg)
     print(summary(cfg, result))
     return 0 if result.error is None else 1

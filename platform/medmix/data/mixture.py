@@ -38,6 +38,7 @@ from typing import Iterable
 import numpy as np
 
 from medmix.options import ConfigError
+from medmix.tasks import get_task, task_names
 
 STATE_VERSION = 1
 
@@ -50,7 +51,6 @@ def resolve_weights(cfg, train_rows: dict[str, int]) -> dict[str, float]:
     Returns every included task (weight 0 included, so the plan knows it exists); weights of
     the tasks with weight > 0 sum to 1. Raises ConfigError naming the `mixture.*` key.
     """
-    from medmix.tasks import get_task, task_names
     known = set(task_names()) | set(train_rows)
 
     def check_known(key: str, names: Iterable[str]) -> None:

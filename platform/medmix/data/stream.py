@@ -57,6 +57,7 @@ import numpy as np
 
 from medmix.data.collate import BatchSpec, StreamError, build_batch
 from medmix.data.mixture import ExampleRef, MixturePlan, rank_slice
+from medmix.data.store import ShardStore
 
 __all__ = ["Batch", "BatchSpec", "LocalStream", "RankStream", "RayStream", "StreamError", "build_rank_stream",
            "build_stream", "iter_split", "make_batch_spec", "to_torch"]
@@ -412,7 +413,6 @@ class RankStream:
 
     def __init__(self, cfg: MedmixConfig, tokenizer, rank: int = 0, world_size: int = 1,
                  use_ray: bool | None = None):
-        from medmix.data.store import ShardStore
         store = ShardStore(cfg.data.root)
         self.cfg, self.store, self.rank, self.world_size = cfg, store, rank, world_size
         self.plan = MixturePlan.from_config(store, cfg.mixture, seed=cfg.seed)

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Iterator
 
 from medmix.data.config import TokenizerConfig
+from medmix.model.paths import resolve_local_path
+from medmix.tasks import get_task, render_prompt, render_target
 
 PAD, BOS, EOS, UNK, IMG = "<pad>", "<bos>", "<eos>", "<unk>", "<img>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMG)
@@ -215,7 +217,6 @@ def resolve_path(tcfg: TokenizerConfig, store_root: str | os.PathLike, decoder_p
 
     Callers holding the root config pass `cfg.tokenizer, cfg.data.root, cfg.model.decoder_path`.
     """
-    from medmix.model.paths import resolve_local_path  # stdlib only
     if tcfg.path:
         return resolve_local_path(tcfg.path, what="tokenizer.path", must_exist=False)
     if decoder_path:
@@ -250,7 +251,6 @@ def store_texts(store, split: str = "train") -> Iterator[str]:
     """Every row's rendered prompt + target, as the model sees them, in manifest order."""
     import pyarrow.parquet as pq
 
-    from medmix.tasks import get_task, render_prompt, render_target
     for shard in store.shards(split=split):
         spec = get_task(shard.task)
         table = pq.read_table(store.path(shard), columns=["context", "target"])

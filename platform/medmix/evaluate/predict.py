@@ -34,6 +34,8 @@ import numpy as np
 
 from medmix.data.encode import EncodeError, encode_options, encode_prompt
 from medmix.data.images import ImageDecodeError, blank_like, decode_image, to_model_input
+from medmix.data.tokenizer import MedmixTokenizer
+from medmix.model import generate, load_exported, score_options
 from medmix.model.export_meta import TOKENIZER_FILE, ExportMeta
 from medmix.tasks import get_task
 
@@ -91,9 +93,6 @@ class Predictor:
                 sharing a machine do not oversubscribe it); None leaves torch's default.
         """
         import torch
-
-        from medmix.data.tokenizer import MedmixTokenizer
-        from medmix.model import load_exported
 
         if num_threads:
             torch.set_num_threads(max(1, int(num_threads)))
@@ -195,7 +194,6 @@ def predict_rows(p: Predictor, rows: Sequence[dict]) -> list[Prediction]:
     (`generate`, greedy). The caller fixes the batches, so the numbers do not depend on how a
     split was spread over actors.
     """
-    from medmix.model import generate, score_options
 
     items = [prepare_row(p, row, i) for i, row in enumerate(rows)]
     out: list[Prediction | None] = [None] * len(items)

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
+
+from medmix.tasks import get_task
 
 # column order of the table and the chart: the order metrics are usually read in
 METRIC_ORDER = ("accuracy", "macro_f1", "macro_auc", "auc", "linear_prs_auc", "bleu1", "bleu4", "rougeL",
@@ -54,9 +57,7 @@ def metric_columns(per_task: dict[str, dict[str, float]]) -> list[str]:
 def chance_accuracy(task: str, records: Sequence[dict]) -> float | None:
     """What answering without looking scores: the majority class's share for fixed options,
     the mean 1/options for per-question options (MCQ); None for free-text tasks."""
-    from collections import Counter
 
-    from medmix.tasks import get_task
     spec = get_task(task)
     if not spec.has_options or not records:
         return None
@@ -67,7 +68,6 @@ def chance_accuracy(task: str, records: Sequence[dict]) -> float | None:
 
 
 def per_task_table(result: Any) -> str:
-    from medmix.tasks import get_task
     cols = metric_columns(result.per_task)
     rows = []
     for task in result.tasks:

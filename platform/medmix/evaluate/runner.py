@@ -28,6 +28,7 @@ written to `eval.report_dir/<name>/`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import tempfile
@@ -37,8 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from medmix.config import ConfigError, config_from_dict
+from medmix.data.mixture import resolve_weights
+from medmix.evaluate.metrics import compute_metrics, macro_auc
 from medmix.evaluate.predict import BatchPredictor, Prediction, Predictor, predict_rows, read_item_rows
+from medmix.evaluate.report import write_eval_report
+from medmix.lineage.registry import TAG_CHECKPOINT, find_versions
+from medmix.lineage.tracker import build_tracker
 from medmix.model.resolve import Export, resolve, slug
+from medmix.runtime import ensure_ray
+from medmix.tasks import get_task
 
 if TYPE_CHECKING:
     from medmix.config import MedmixConfig
@@ -104,7 +113,6 @@ def model_source(ref: str | Path, cfg: MedmixConfig, workdir: str | Path) -> Mod
 def _registered_version(cfg: MedmixConfig, checkpoint: str) -> str | None:
     """The registry version exported from `checkpoint`, if the registry has one."""
     try:
-        from medmix.lineage.registry import TAG_CHECKPOINT, find_versions
         found = find_versions(cfg.lineage, TAG_CHECKPOINT, [checkpoint])
     except Exception:  # noqa: BLE001 - no registry yet / another store: the version is unknown
         return None
@@ -117,8 +125,6 @@ def trained_tasks(train_config: dict | None, store) -> list[str]:
     """Tasks with weight > 0 in the model's training mixture, against this store's train rows."""
     if not train_config:
         return []
-    from medmix.config import ConfigError, config_from_dict
-    from medmix.data.mixture import resolve_weights
     try:
         mixture = config_from_dict({"mixture": train_config.get("mixture", {})}).mixture
         rows = {t: c.get("train", 0) for t, c in store.counts().items()}
@@ -129,7 +135,6 @@ def trained_tasks(train_config: dict | None, store) -> list[str]:
 
 def select_tasks(cfg: MedmixConfig, store, source: ModelSource, split: str, tasks: Sequence[str] | None,
                  notes: list[str]) -> list[str]:
-    from medmix.tasks import get_task
     counts = store.counts()
     have = sorted(t for t, c in counts.items() if c.get(split, 0) > 0)
     asked = list(tasks or cfg.eval.tasks)
@@ -185,12 +190,10 @@ def predict_items(export_dir: str, store_root: str, items: list[dict], ecfg: Eva
 
 def _predict_ray(export_dir: str, store_root: str, items: list[dict], ecfg: EvalConfig,
                  progress: bool) -> list[list[Prediction]]:
-    import logging
 
     import ray
     from ray.data import DataContext
 
-    from medmix.runtime import ensure_ray
     ensure_ray(ecfg.cpus_per_actor * max(ecfg.num_actors, 2))
     gpus = int(ray.cluster_resources().get("GPU", 0))
     use_gpu = ecfg.use_gpu == "true" or (ecfg.use_gpu == "auto" and gpus > 0)
@@ -236,8 +239,6 @@ def task_references(store, task: str, split: str, count: int) -> list[dict]:
 
 def score_task(task: str, refs: list[dict], preds: list[Prediction]) -> tuple[dict[str, float], list[dict]]:
     """`compute_metrics` for one task, and the per-example records."""
-    from medmix.evaluate.metrics import compute_metrics
-    from medmix.tasks import get_task
     spec = get_task(task)
     for r, p in zip(refs, preds):
         if r["example_id"] != p.example_id:
@@ -257,7 +258,6 @@ def polygenic_baseline(store, split: str, refs: list[dict], preds: list[Predicti
     """Model AUC (P(yes)) vs the linear PRS baseline per outcome, when the rows carry `prs`."""
     from medmix.data.genomics.polygenic import linear_prs_auc
     from medmix.data.schema import Example
-    from medmix.evaluate.metrics import macro_auc
     if not refs or any("prs" not in r["context"] or "outcome" not in r["context"] for r in refs):
         return {"available": False, "reason": "the rows' context lacks `prs`/`outcome` (the standardised "
                 "polygenic scores the linear baseline needs); ingest with `medmix ingest genotypes`"}
@@ -328,7 +328,6 @@ def evaluate(cfg: MedmixConfig, model_ref: str | Path, *, tasks: Sequence[str] |
                         blank_images=cfg.eval.blank_images)
     name = name or f"{slug(source.label)}-{split}{'-blank' if cfg.eval.blank_images else ''}"
     if write_report:
-        from medmix.evaluate.report import write_eval_report
         out = Path(cfg.eval.report_dir) / name
         if out.exists():
             shutil.rmtree(out)
@@ -341,7 +340,6 @@ def evaluate(cfg: MedmixConfig, model_ref: str | Path, *, tasks: Sequence[str] |
 
 def log_evaluation(cfg: MedmixConfig, result: EvalResult, name: str) -> str | None:
     """One MLflow run: params, `<task>/<metric>` metrics, the report files as artifacts."""
-    from medmix.lineage.tracker import build_tracker
     src = result.model
     tags = {"medmix.kind": "evaluate", "medmix.model": src.ref, "medmix.model_label": src.label,
             "medmix.split": result.split, "medmix.blank_images": str(result.blank_images).lower()}

@@ -30,6 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from medmix.config import config_from_dict, flatten, to_dict
+from medmix.evaluate.report import markdown_table
+from medmix.lineage.tracker import build_tracker
+from medmix.tasks import get_task
+from medmix.train.launcher import prepare, train
+
 if TYPE_CHECKING:
     from medmix.config import MedmixConfig
 
@@ -71,7 +77,6 @@ class TransferResult:
 
 
 def headline(task: str) -> str:
-    from medmix.tasks import get_task
     return HEADLINE[get_task(task).kind]
 
 
@@ -84,7 +89,6 @@ def default_tasks(cfg: MedmixConfig, store, split: str) -> list[str]:
 
 
 def _run_config(cfg: MedmixConfig, name: str, storage: Path, mixture: dict[str, Any]) -> Any:
-    from medmix.config import config_from_dict, to_dict
     data = to_dict(cfg)
     data["name"] = name
     data["train"]["storage_path"] = str(storage)
@@ -95,7 +99,6 @@ def _run_config(cfg: MedmixConfig, name: str, storage: Path, mixture: dict[str, 
 
 def _key(cfg: MedmixConfig, tasks: Sequence[str]) -> str:
     """Identify a comparison: everything that shapes the trained models."""
-    from medmix.config import flatten
     flat = {k: v for k, v in flatten(cfg).items()
             if k.split(".")[0] in ("model", "train", "mixture", "stream", "tokenizer", "seed")
             and k not in ("train.storage_path",)}
@@ -108,7 +111,6 @@ def train_and_evaluate(cfg: MedmixConfig, role: str, name: str, storage: Path, m
     """Train one model of the comparison (or reuse its final checkpoint) and evaluate it."""
     from medmix.evaluate.runner import evaluate
     from medmix.train.checkpoint import read_meta
-    from medmix.train.launcher import train
     run_cfg = _run_config(cfg, name, storage, mixture)
     final = storage / name / f"step-{cfg.train.steps:06d}"
     t0 = time.time()
@@ -140,7 +142,6 @@ def transfer_report(cfg: MedmixConfig, tasks: Sequence[str] | None = None, ablat
             `<lineage.root>/transfer/<name>-<key>`, key = hash of the settings).
     """
     from medmix.data.store import ShardStore
-    from medmix.train.launcher import prepare
     t0 = time.time()
     prepare(cfg)
     store = ShardStore(cfg.data.root)
@@ -197,7 +198,6 @@ def comparison_rows(tasks: Sequence[str], runs: Sequence[TransferRun], ablate: s
 
 def write_transfer(result: TransferResult, out: Path) -> str:
     """transfer.md (the table), transfer.csv (every metric of every model), transfer.png."""
-    from medmix.evaluate.report import markdown_table
     out.mkdir(parents=True, exist_ok=True)
     abl = result.ablate
     headers = ["task", "metric", "n", "generalist", "specialist", "transfer Δ (gen − spec)"]
@@ -252,7 +252,6 @@ def _chart(result: TransferResult, path: Path) -> None:
 
 
 def log_transfer(cfg: MedmixConfig, result: TransferResult) -> str | None:
-    from medmix.lineage.tracker import build_tracker
     tracker = build_tracker(cfg.lineage)
     with tracker.start_run(f"{cfg.name}-transfer", tags={"medmix.kind": "transfer",
                                                          "medmix.tasks": ",".join(result.tasks),

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from medmix.config import flatten
 from medmix.lineage import backend, registry
 from medmix.lineage.backend import LineageError
 from medmix.lineage.config import TrackerConfig
@@ -282,7 +283,6 @@ def _artifact_exists(client, run_id: str, folder: str, artifact: str) -> bool:
 
 
 def _flatten(node: dict[str, Any]) -> dict[str, Any]:
-    from medmix.config import flatten
     return flatten(node)
 
 

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from medmix.config import flatten, to_toml
+from medmix.lineage import backend
 from medmix.lineage.config import TrackerConfig
 
 if TYPE_CHECKING:
@@ -135,7 +137,6 @@ class Tracker:
     # -- composed from the primitives above ------------------------------------------------
     def log_config(self, cfg: MedmixConfig) -> None:
         """Params = the flattened config; the full TOML as artifact `config.toml`."""
-        from medmix.config import flatten, to_toml
         self.log_params(flatten(cfg))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / CONFIG_ARTIFACT
@@ -186,7 +187,6 @@ class MLflowTracker(Tracker):
     """`Tracker` on an MLflow tracking store (sqlite file by default, or an `mlflow server`)."""
 
     def __init__(self, cfg: TrackerConfig):
-        from medmix.lineage import backend
         self.cfg = cfg
         self.tracking_uri = backend.tracking_uri(cfg)
         self.client = backend.client(cfg)

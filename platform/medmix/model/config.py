@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medmix.options import option
+from medmix.options import ConfigError, option
 
 SCALES = ("debug", "tiny", "small", "base", "large")
 
@@ -25,7 +25,6 @@ class ModelConfig:
     dropout: float = option(0.0, "dropout in the projector and the attention of a scale-built decoder (a pretrained one keeps its own)", ge=0, lt=1)
 
     def validate(self) -> None:
-        from medmix.options import ConfigError
         patch = 16  # every ViT on the scale ladder uses 16 px patches
         if self.image_size % patch:
             raise ConfigError(f"model.image_size = {self.image_size} must be a multiple of the ViT "

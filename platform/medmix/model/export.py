@@ -27,7 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from medmix.config import from_dict, validate
+from medmix.model.config import ModelConfig
+from medmix.model.decoder import decoder_from_config
 from medmix.model.export_meta import CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, ExportMeta
+from medmix.model.multimodal import MultimodalLM
+from medmix.model.projector import build_projector
+from medmix.model.vision import build_vision
 
 
 def _tied_aliases(model: nn.Module) -> dict[str, str]:
@@ -101,13 +107,6 @@ def load_exported(path: str | os.PathLike, *, device: str | torch.device = "cpu"
     `meta` is the directory's `ExportMeta` when the caller has read it already.
     """
     from safetensors import safe_open
-
-    from medmix.config import from_dict, validate
-    from medmix.model.config import ModelConfig
-    from medmix.model.decoder import decoder_from_config
-    from medmix.model.multimodal import MultimodalLM
-    from medmix.model.projector import build_projector
-    from medmix.model.vision import build_vision
 
     meta = ExportMeta.read(path) if meta is None else meta
     cfg = from_dict(ModelConfig, meta.model, "model.")

@@ -27,7 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from medmix.model.config import ModelConfig
+from medmix.model.decoder import build_decoder
 from medmix.model.flops import decoder_flops_per_token, image_flops
+from medmix.model.projector import build_projector
+from medmix.model.vision import build_vision
 
 IGNORE_INDEX = -100
 
@@ -176,9 +179,6 @@ def build_model(cfg: ModelConfig, vocab_size: int, image_token_id: int, pad_toke
     weights. Build under `torch.device("meta")` with `load_pretrained=False` to size a model
     without allocating it (`medmix model info`).
     """
-    from medmix.model.decoder import build_decoder
-    from medmix.model.projector import build_projector
-    from medmix.model.vision import build_vision
     if not 0 <= image_token_id < vocab_size:
         raise ValueError(f"image_token_id {image_token_id} is outside the vocabulary of {vocab_size} "
                          f"ids; the tokenizer must contain <img>")

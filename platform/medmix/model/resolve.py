@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medmix.lineage.registry import get_version, parse_model_ref, resolve_model_uri
 from medmix.model.export_meta import CONFIG_FILE, LINEAGE_FILE, WEIGHTS_FILE, ExportMeta, is_export
 
 if TYPE_CHECKING:
@@ -115,7 +116,6 @@ def _from_checkpoint(ref: str, checkpoint: Path, workdir: Path) -> Export:
 
 def _from_registry(ref: str, lineage_cfg: TrackerConfig) -> Export:
     """A registry version's export, downloaded once under `<lineage.root>/models`."""
-    from medmix.lineage.registry import get_version, parse_model_ref, resolve_model_uri
     parsed = parse_model_ref(ref)
     if parsed is None:
         raise FileNotFoundError(f"{ref}: no such directory, and not a registry reference like "

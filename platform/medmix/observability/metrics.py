@@ -36,6 +36,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from medmix.tasks import get_task
+from medmix.tasks.spec import UnknownTaskError
+
 PREFIX = "ray_"  # what Ray's exporter puts in front of every user metric (namespace "ray")
 
 
@@ -260,8 +263,6 @@ def _version_tag(model_version: str | int | None) -> str:
 def _task_tag(task: str | None) -> str:
     if not task:
         return UNKNOWN_TASK
-    from medmix.tasks import get_task
-    from medmix.tasks.spec import UnknownTaskError
     try:
         return get_task(str(task)).name
     except UnknownTaskError:

@@ -32,10 +32,15 @@ from typing import Any
 
 from ray import serve
 
+from medmix.config import config_from_dict
 from medmix.observability.metrics import record_batch, set_served_model
+from medmix.serve.auth import token_digest
 from medmix.serve.config import ServeConfig, resolve_num_gpus
 from medmix.serve.inputs import InputError, Limits, Preprocessor, genotype, task_info
-from medmix.serve.models import ModelEntry, local_path
+from medmix.serve.models import ModelEntry, local_path, resolve_models
+from medmix.serve.runner import ModelRunner, pick_device
+from medmix.tasks import all_tasks, get_task
+from medmix.tasks.spec import UnknownTaskError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +50,6 @@ MODEL_NAME = "MedmixModel"
 
 def _config(sections: dict[str, Any]):
     """A root config from plain dicts (what travels to replicas and sits in the Serve YAML)."""
-    from medmix.config import config_from_dict
     return config_from_dict({k: v for k, v in sections.items() if k in ("serve", "lineage")})
 
 
@@ -62,7 +66,6 @@ class MedmixModel:
     def __init__(self, entries: list[dict], sections: dict[str, Any]):
         import torch
 
-        from medmix.serve.runner import pick_device
         cfg = _config(sections)
         self.cfg: ServeConfig = cfg.serve
         self.lineage = cfg.lineage
@@ -81,7 +84,6 @@ class MedmixModel:
         self.predict_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
 
     def _load(self, model_id: str):
-        from medmix.serve.runner import ModelRunner
         if model_id not in self.entries:
             raise KeyError(f"model {model_id!r} is not served by this deployment ({', '.join(self.entries)})")
         path = local_path(self.entries[model_id], self.lineage)
@@ -115,7 +117,6 @@ class MedmixIngress:
     """FastAPI front: auth, limits, validation and preprocessing; forwards to MedmixModel."""
 
     def __init__(self, model, entries: list[dict], sections: dict[str, Any], token_sha256: str | None):
-        from medmix.tasks import all_tasks
         cfg = _config(sections)
         self.model = model
         self.handles: dict[str, Any] = {}
@@ -152,8 +153,6 @@ class MedmixIngress:
 
     async def predict(self, body, header_model: str | None) -> dict:
         """Validate, preprocess, ask the model, build the response (raises InputError)."""
-        from medmix.tasks import get_task
-        from medmix.tasks.spec import UnknownTaskError
         t0 = time.perf_counter()
         model_id = self.pick_model(header_model, body.model)
         try:
@@ -233,8 +232,6 @@ def build_app(args: dict[str, Any]):
         serve, lineage: the `serve` and `lineage` config sections (defaults where left out).
     The API token comes from $MEDMIX_API_TOKEN where the app is built (the cluster).
     """
-    from medmix.serve.auth import token_digest
-    from medmix.serve.models import resolve_models
     args = dict(args or {})
     models = args.pop("models", None)
     if isinstance(models, str):

@@ -20,12 +20,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from medmix import __version__
 from medmix.observability.metrics import record_request
 from medmix.serve.auth import BearerAuth
 from medmix.serve.inputs import InputError
 from medmix.serve.limits import BodyLimit
-from medmix.serve.schemas import (ErrorResponse, Health, ModelInfo, PredictRequest, PredictResponse,
-                                  TaskInfo)
+from medmix.serve.schemas import ErrorResponse, Health, ModelInfo, PredictRequest, PredictResponse, TaskInfo
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,6 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
 
 def build_http_app(ingress) -> FastAPI:
     """The FastAPI app for one ingress replica (see `MedmixIngress`)."""
-    from medmix import __version__
     cfg = ingress.cfg
     app = FastAPI(
         title="medmix", version=__version__, default_response_class=SafeJSONResponse,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import string
 import warnings
 from dataclasses import dataclass, field
@@ -32,10 +33,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 from medmix.data.encode import EncodeError, encode_options, encode_prompt
 from medmix.data.images import ImageDecodeError, decode_image, encode_png, square_resize, to_model_input
+from medmix.data.tokenizer import MedmixTokenizer
+from medmix.model.export_meta import TOKENIZER_FILE, ExportMeta
 from medmix.tasks import OPTION_KINDS, TaskSpec
+from medmix.tasks.builtin import GENOTYPES
 
 if TYPE_CHECKING:
     from medmix.serve.config import ServeConfig
@@ -220,7 +225,6 @@ def _check_pixels(width: int, height: int, frames: int, limits: Limits, where: s
 def decode_raster(data: bytes, fmt: str, limits: Limits, where: str) -> np.ndarray:
     """PNG/JPEG bytes -> HxWx3 uint8 through `decode_image`, after checking the pixel count
     from the header (a small file can declare a huge image)."""
-    from PIL import Image
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -287,8 +291,6 @@ class Preprocessor:
     @classmethod
     def from_export(cls, path: str | Path) -> "Preprocessor":
         """The tokenizer and input settings of the export at `path` (ValueError if it lacks them)."""
-        from medmix.data.tokenizer import MedmixTokenizer
-        from medmix.model.export_meta import TOKENIZER_FILE, ExportMeta
         meta = ExportMeta.read(path)
         max_seq_len, image_size = meta.require(path, "max_seq_len", "image_size")
         store_size = ((meta.train_config or {}).get("data") or {}).get("image_size") or image_size
@@ -438,9 +440,7 @@ class Preprocessor:
 
 def genotype(probs: list[float]) -> dict[str, Any]:
     """The variant task's option probabilities (hom-ref, het, hom-alt) as a VCF-style call."""
-    import math
     k = int(np.argmax(probs))
-    from medmix.tasks.builtin import GENOTYPES
     gq = min(99.0, -10.0 * math.log10(max(1.0 - float(probs[k]), 1e-10)))
     return {"call": GENOTYPES[k], "gt": GENOTYPE_GT[k], "gq": round(gq, 2), "probs": [float(p) for p in probs]}
 

@@ -29,6 +29,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from medmix.model import generate, load_exported, score_options
+from medmix.model.export_meta import ExportMeta
+
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
@@ -77,8 +80,6 @@ class ModelRunner:
     def load(cls, path: str | Path, device: str = "cpu", dtype: str = "auto", **kwargs) -> "ModelRunner":
         import torch
 
-        from medmix.model import load_exported
-        from medmix.model.export_meta import ExportMeta
         meta = ExportMeta.read(path)
         (eos_id,) = meta.require(path, "eos_id")
         model, _ = load_exported(path, device=device, meta=meta)
@@ -135,7 +136,6 @@ class ModelRunner:
         return torch.from_numpy(np.concatenate(arrays).astype(np.float32, copy=False)).to(self.device)
 
     def _generate(self, items, idx, results, temperature, top_p, ignore_eos, seed) -> None:
-        from medmix.model import generate
         max_new = max(items[i].max_new_tokens for i in idx)
         rows = generate(self.model, [items[i].prompt_ids for i in idx], self._pixels(items, idx),
                         max_new_tokens=max_new, eos_token_id=None if ignore_eos else self.eos_id,
@@ -148,7 +148,6 @@ class ModelRunner:
             results[i]["finish_reason"] = "stop" if stopped else "length"
 
     def _score(self, items, idx, results) -> None:
-        from medmix.model import score_options
         scores = score_options(self.model, [items[i].score_prompt_ids for i in idx],
                                [items[i].option_ids for i in idx], self._pixels(items, idx),
                                batch_size=self.score_batch_size, pad_token_id=self.pad_id)

@@ -16,29 +16,34 @@ MEDMIX_API_TOKEN in the cluster's environment (or the application's runtime_env)
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import ray
+from ray import serve
+
+from medmix.runtime import ensure_ray as ensure
 from medmix.serve.app import INGRESS_NAME, MODEL_NAME, build_application, deployment_options
 from medmix.serve.auth import token_digest
+from medmix.serve.client import ask
 from medmix.serve.models import ModelEntry, resolve_models
+from medmix.tasks import get_task
 
 
 def ensure_ray(cfg) -> None:
     """Join RAY_ADDRESS / the current Ray, else start a local one with room for both deployments."""
-    import ray
     if ray.is_initialized():
         return
-    from medmix.runtime import ensure_ray as ensure
     s = cfg.serve
     ensure(s.num_cpus * s.max_replicas + s.ingress_num_cpus * s.ingress_replicas)
 
 
 def start(cfg, entries: list[ModelEntry], token_sha256: str | None = None) -> str:
     """Deploy the app on Serve (starting Serve on `serve.host:serve.port` if needed); returns its URL."""
-    from ray import serve
     ensure_ray(cfg)
     s = cfg.serve
     serve.start(http_options={"host": s.host, "port": s.port, "request_timeout_s": s.request_timeout_s})
@@ -49,7 +54,6 @@ def start(cfg, entries: list[ModelEntry], token_sha256: str | None = None) -> st
 
 def stop(cfg, shutdown: bool = True) -> None:
     """Delete the app; with `shutdown`, stop Serve on the cluster as well."""
-    from ray import serve
     if shutdown:
         serve.shutdown()
     else:
@@ -139,10 +143,8 @@ def emit_config(cfg, models: list[str], path: str | Path | None = None) -> str:
 
 def store_request(store_root: str | Path, task: str, split: str = "test") -> dict[str, Any]:
     """A /v1/predict body built from the first `split` row of `task` in the shard store."""
-    import base64
 
     from medmix.data.store import ShardStore
-    from medmix.tasks import get_task
     row = next(iter(ShardStore(store_root).iter_examples(task, split)), None)
     if row is None:
         raise ValueError(f"no {split} row of task {task} in {store_root}")
@@ -159,9 +161,7 @@ def store_request(store_root: str | Path, task: str, split: str = "test") -> dic
 def answer_once(cfg, model: str = "medmix@champion", task: str = "cxr_classify") -> dict[str, Any]:
     """Serve `model`, ask it about one test example of `task` over HTTP, stop; returns
     {"request": {...}, "reference": target, "answer": response JSON}."""
-    import os
 
-    from medmix.serve.client import ask
     body = store_request(cfg.data.root, task)
     token = os.environ.get("MEDMIX_API_TOKEN")
     url = start(cfg, resolve_models([model], cfg.lineage), token_digest())

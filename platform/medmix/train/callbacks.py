@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medmix.observability.metrics import record_train_metrics
 from medmix.train.config import DebugConfig
 from medmix.train.trainer import Callback, Trainer
 
@@ -84,7 +85,6 @@ class PrometheusExport(Callback):
 
     def log_metrics(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         # Ray's metrics API: imported here so the plain-torch Trainer never needs Ray
-        from medmix.observability.metrics import record_train_metrics
         record_train_metrics(self.run_name, metrics, rank=trainer.rank)
 
 

@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from medmix.config import config_from_dict
+from medmix.data.tokenizer import load_tokenizer
+from medmix.lineage.registry import TAG_CHECKPOINT, TAG_STEP, TAG_STORE_DIGEST, register_export
+from medmix.model import build_model, save_exported
 from medmix.model.export_meta import LINEAGE_FILE, TOKENIZER_FILE
 from medmix.train.checkpoint import dcp_load, read_meta
 
@@ -29,10 +33,6 @@ if TYPE_CHECKING:
 
 def load_checkpoint_model(checkpoint: str | Path):
     """(model with the checkpoint's weights on CPU, fp32; the checkpoint's config; tokenizer)."""
-
-    from medmix.config import config_from_dict
-    from medmix.data.tokenizer import load_tokenizer
-    from medmix.model import build_model
 
     meta = read_meta(checkpoint)
     cfg = config_from_dict(meta["config"])
@@ -48,7 +48,6 @@ def load_checkpoint_model(checkpoint: str | Path):
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, dtype: torch.dtype | None = None) -> Path:
     """Write the export directory for `checkpoint`; returns it."""
-    from medmix.model import save_exported
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     meta = read_meta(checkpoint)
@@ -77,7 +76,6 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, dtype: tor
 def register_checkpoint_export(tracker_cfg: TrackerConfig, checkpoint: str | Path, export_dir: str | Path,
                                tags: dict | None = None, name: str | None = None) -> str | None:
     """Register the export as a new version of the model registry; returns the version."""
-    from medmix.lineage.registry import TAG_CHECKPOINT, TAG_STEP, TAG_STORE_DIGEST, register_export
 
     meta = read_meta(checkpoint)
     if not tracker_cfg.enabled or not meta.get("run_id"):

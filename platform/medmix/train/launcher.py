@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medmix import runtime
+from medmix.config import to_dict
+from medmix.data.tokenizer import ensure_tokenizer
+from medmix.lineage.tracker import build_tracker
 from medmix.runtime import ensure_ray
 
 if TYPE_CHECKING:
@@ -50,7 +53,6 @@ def use_gpu(cfg: MedmixConfig) -> bool:
 def prepare(cfg: MedmixConfig) -> None:
     """Check inputs before any worker starts: the store exists, the tokenizer is there."""
     from medmix.data.store import ShardStore
-    from medmix.data.tokenizer import ensure_tokenizer
     ShardStore(cfg.data.root).manifest()  # clear error if the store is missing
     ensure_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
 
@@ -72,7 +74,6 @@ def build_torch_trainer(cfg: MedmixConfig, run_id: str | None, run_dir: Path, *,
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from medmix.config import to_dict
     from medmix.train.loop import train_loop_per_worker
 
     return TorchTrainer(
@@ -94,7 +95,6 @@ def build_torch_trainer(cfg: MedmixConfig, run_id: str | None, run_dir: Path, *,
 
 def train(cfg: MedmixConfig) -> TrainResult:
     """Run (or resume) the training job described by `cfg` and wait for it to finish."""
-    from medmix.lineage.tracker import build_tracker
 
     prepare(cfg)
     run_dir = absolutize(cfg)

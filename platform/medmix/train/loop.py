@@ -18,6 +18,7 @@ import torch
 from medmix.config import MedmixConfig, config_from_dict, to_dict
 from medmix.data.stream import build_rank_stream
 from medmix.data.tokenizer import load_tokenizer
+from medmix.lineage.tracker import build_tracker
 from medmix.model import build_model
 from medmix.train.callbacks import (ConsoleLog, ExampleLedger, FaultInjection, MLflowLog, PrometheusExport,
                                     RayTrainReport, checkpoint_uri)
@@ -70,7 +71,6 @@ def run_callbacks(cfg: MedmixConfig, run_id: str | None, run_dir: Path, rank: in
                                  PrometheusExport(cfg.name), RayTrainReport(run_dir),
                                  FaultInjection(cfg.debug, run_dir)]
     if rank == 0 and run_id:
-        from medmix.lineage.tracker import build_tracker
         tracker = build_tracker(cfg.lineage)
         tracker.start_run(cfg.name, run_id=run_id)  # re-open the driver's run
         callbacks.append(MLflowLog(tracker, run_dir))

@@ -30,6 +30,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from medmix.lineage import registry
+from medmix.lineage.backend import LineageError
+from medmix.lineage.registry import resolve_model_uri
 from medmix.tune.layout import SWEEP_INFO, objective_value
 
 if TYPE_CHECKING:
@@ -105,7 +108,6 @@ def crown(cfg: MedmixConfig, best: Any, tracker: Any, sweep_dir: str | Path) -> 
 
     `tracker` has the sweep's parent run open; the decision is logged there.
     """
-    from medmix.lineage import registry
     from medmix.train.checkpoint import read_meta
     from medmix.tune.space import SearchSpace
 
@@ -154,8 +156,6 @@ def decide_and_promote(cfg: MedmixConfig, version: str, candidate_value: float, 
         fingerprint: `eval_set_fingerprint` of what that objective was measured on.
         export_dir: the candidate's export (what `evaluate_export` scores, when available).
     """
-    from medmix.lineage import registry
-    from medmix.lineage.backend import LineageError
 
     name, alias, mode = cfg.lineage.registered_model, cfg.sweep.champion_alias, cfg.sweep.mode
     try:
@@ -197,7 +197,6 @@ def _evaluate_both(cfg: MedmixConfig, export_dir: Path, name: str, alias: str,
     evaluate = _evaluator()
     if evaluate is None:
         return None
-    from medmix.lineage.registry import resolve_model_uri
     incumbent_dir = resolve_model_uri(f"{name}@{alias}", cfg.lineage)
     cand = objective_value(evaluate(str(export_dir), cfg, split="val"), cfg.sweep.objective)
     inc = objective_value(evaluate(str(incumbent_dir), cfg, split="val"), cfg.sweep.objective)

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medmix.tune.law import (OBJECTIVE, MixtureLaw, TrialTable, choose_target_scale, fit_law,
+from medmix.tune.law import (OBJECTIVE, MixtureLaw, TrialTable, choose_target_scale, fit_law, load_trials,
                              rank_invariance, scale_ordinal, write_trials)
 from medmix.tune.layout import SWEEP_INFO, TRIALS_CSV, read_json
+from medmix.tune.runs import find_parent_run, log_artifacts, trials_from_mlflow
 from medmix.tune.space import SearchSpace, sample_mixtures
 
 if TYPE_CHECKING:
@@ -235,8 +236,6 @@ def analyze_sweep(cfg: MedmixConfig, sweep: str, *, target_scale: str | None = N
             from its `trials.csv`.
         log: attach the report to the sweep's parent run (when there is one).
     """
-    from medmix.tune.law import load_trials
-    from medmix.tune.runs import find_parent_run, log_artifacts, trials_from_mlflow
 
     path = Path(sweep).expanduser()
     space, parent, mode, table = None, None, cfg.sweep.mode, None

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from medmix.config import config_from_dict, to_dict
 from medmix.options import ConfigError
 
 if TYPE_CHECKING:
@@ -187,7 +188,6 @@ def apply_params(base: Any, space: SearchSpace, params: Mapping[str, Any]) -> An
     the mixture's own floor/cap turned off (the sweep's floors already hold), so the run
     trains on the mixture the sweep recorded.
     """
-    from medmix.config import config_from_dict, to_dict
     data = to_dict(base)
     shares = mixture_from_params(space, params)
     data["mixture"].update(strategy="explicit", weights=shares, tasks=sorted(shares), floor=0.0, cap=1.0)

@@ -34,12 +34,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+import ray
+from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from medmix import runtime
+from medmix.config import config_from_dict, to_dict, to_toml
+from medmix.lineage.tracker import build_tracker
+from medmix.options import ConfigError
+from medmix.runtime import ensure_ray
+from medmix.train.launcher import RUN_INFO, absolutize, build_torch_trainer, prepare
+from medmix.train.launcher import use_gpu as launcher_use_gpu
+from medmix.tune.champion import crown
+from medmix.tune.law import TrialTable, normalise_records, write_trials
 from medmix.tune.layout import (OBJECTIVE, SWEEP_INFO, TRIALS_CSV, TRIALS_DIR, TUNE_DIR, objective_value,
                                 read_json, write_json)
-from medmix.tune.runs import OBJECTIVE_PARAM
+from medmix.tune.report import analyze as analyze_sweep
+from medmix.tune.runs import OBJECTIVE_PARAM, child_runs, run_artifacts
 from medmix.tune.space import (SearchSpace, apply_params, build_space, mixture_from_params, scale_key,
                                trial_record, tune_space)
 
@@ -103,10 +114,6 @@ def mixture_tasks(cfg: MedmixConfig) -> list[str]:
 def run_trial(params: dict, *, base: dict, space: dict, sweep: dict) -> None:
     """Tune trainable: train the base config with `params` applied, as one Ray Train run."""
     import ray.tune
-
-    from medmix.config import config_from_dict
-    from medmix.lineage.tracker import build_tracker
-    from medmix.train.launcher import RUN_INFO, build_torch_trainer
 
     trial_id = ray.tune.get_context().get_trial_id()
     space_ = SearchSpace.from_dict(space)
@@ -192,15 +199,6 @@ class SweepResult:
 
 def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
     """Run (or resume) the sweep `cfg` describes; export and register its champion."""
-    import ray
-    from ray import tune
-
-    from medmix.config import to_dict
-    from medmix.lineage.tracker import build_tracker
-    from medmix.runtime import ensure_ray
-    from medmix.train.launcher import absolutize, prepare
-    from medmix.train.launcher import use_gpu as launcher_use_gpu
-    from medmix.tune.law import write_trials
 
     t0 = time.time()
     check_train_config(cfg)
@@ -256,7 +254,6 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
                          trial_steps=sum(t.trial_steps for t in trials))
     _log_outcome(tracker, cfg, result, sweep_dir)
     if cfg.sweep.champion and best is not None:
-        from medmix.tune.champion import crown
         result.champion = crown(cfg, best, tracker, sweep_dir)
     elif best is None:
         result.notes.append("no trial trained every step: no best trial, no champion")
@@ -269,7 +266,6 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
 
 def check_train_config(cfg: MedmixConfig) -> None:
     """What a sweep needs of `[train]`: intermediate validation results for ASHA to stop trials on."""
-    from medmix.options import ConfigError
     if cfg.sweep.scheduler != "asha":
         return
     if not cfg.train.eval_every:
@@ -327,7 +323,6 @@ def _open_parent(tracker: Tracker, cfg: MedmixConfig, sweep_dir: Path, space: Se
 
 def summarise_trial(result: Any, cfg: MedmixConfig, space: SearchSpace, sweep_dir: Path) -> TrialSummary:
     """A Tune `Result` (plus the trial's run dir on disk) -> `TrialSummary`."""
-    from medmix.train.launcher import RUN_INFO
     metrics = dict(result.metrics or {})
     trial_id = Path(result.path).name   # trial_dirname() names trial dirs by trial id
     params = {k: v for k, v in (result.config or {}).items()}
@@ -370,7 +365,6 @@ def best_trial(trials: list[TrialSummary], mode: str) -> TrialSummary | None:
 
 def trial_table(grid: Any, space: SearchSpace, cfg: MedmixConfig):
     """Every evaluated (trial, step) of the sweep, as the mixture law reads it."""
-    from medmix.tune.law import TrialTable, normalise_records
     records = []
     for result in grid:
         params = dict(result.config or {})
@@ -397,8 +391,6 @@ def _close_child_runs(cfg: MedmixConfig, trials: list[TrialSummary], parent_run_
     A trial the driver started just before it died, after Tune last saved its state, is not
     part of the resumed sweep: its child run is closed as KILLED and tagged `orphaned`.
     """
-    from medmix.lineage.tracker import build_tracker
-    from medmix.tune.runs import child_runs
     tracker = build_tracker(cfg.lineage)
     if parent_run_id and cfg.lineage.enabled:
         ours = {t.run_id for t in trials}
@@ -427,7 +419,6 @@ def _ensure_checkpoint_record(cfg: MedmixConfig, tracker: Any, trial: TrialSumma
     checkpoint's own medmix.json holds everything the record needs.
     """
     from medmix.train.checkpoint import read_meta
-    from medmix.tune.runs import run_artifacts
     step = int(Path(trial.checkpoint).name.split("-")[-1])
     if f"checkpoints/step-{step:06d}.json" in run_artifacts(cfg.lineage, trial.run_id, "checkpoints"):
         return
@@ -439,7 +430,6 @@ def _ensure_checkpoint_record(cfg: MedmixConfig, tracker: Any, trial: TrialSumma
 
 def _log_outcome(tracker: Any, cfg: MedmixConfig, result: SweepResult, sweep_dir: Path) -> None:
     """On the parent run: the trials, the best trial and its whole config, compute used."""
-    from medmix.config import to_toml
     counts = {s: sum(1 for t in result.trials if t.status == s) for s in ("complete", "stopped", "error")}
     metrics = {"trials": len(result.trials), **{f"trials_{k}": v for k, v in counts.items()},
                "trial_steps": result.trial_steps, "sweep_seconds": result.seconds}
@@ -464,15 +454,14 @@ def _log_outcome(tracker: Any, cfg: MedmixConfig, result: SweepResult, sweep_dir
 
 def _analyze(cfg: MedmixConfig, table: Any, space: SearchSpace, sweep_dir: Path, tracker: Any, result: SweepResult):
     """The mixture-law report at the end of a sweep; a sweep too small for a law is not an error."""
-    from medmix.tune.report import analyze
     n_trials = len({r["trial"] for r in table.records})
     if n_trials < 3:
         result.notes.append(f"analysis skipped: {n_trials} trials with validation results (need 3)")
         return None
     try:
-        report = analyze(table, sweep_dir / "analysis", space=space, target_scale=cfg.sweep.target_scale,
-                         model=cfg.sweep.law_model, mode=cfg.sweep.mode, min_trials=cfg.sweep.law_min_trials,
-                         samples=cfg.sweep.law_samples, seed=cfg.seed, title=cfg.name)
+        report = analyze_sweep(table, sweep_dir / "analysis", space=space, target_scale=cfg.sweep.target_scale,
+                               model=cfg.sweep.law_model, mode=cfg.sweep.mode, min_trials=cfg.sweep.law_min_trials,
+                               samples=cfg.sweep.law_samples, seed=cfg.seed, title=cfg.name)
     except ValueError as exc:
         result.notes.append(f"analysis skipped: {exc}")
         return None

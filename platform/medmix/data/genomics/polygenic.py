@@ -27,13 +27,14 @@ import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pysam
 
-from medmix.options import option
 from medmix.data.genomics.inputs import GenomicsInputError, open_vcf
 from medmix.data.schema import Example
+from medmix.options import ConfigError, option
 
 WEIGHT_COLUMNS = ("trait", "chrom", "pos", "effect_allele", "other_allele", "beta", "p")
 Z_CLIP = 3.0
@@ -49,7 +50,6 @@ class PolygenicConfig:
     image_size: int = option(224, "side of the square image, px", ge=8)
 
     def validate(self) -> None:
-        from medmix.options import ConfigError
         if not 1 <= len(self.p_thresholds) <= 3:
             raise ConfigError(f"p_thresholds has {len(self.p_thresholds)} values; an RGB image "
                               f"holds 1 to 3 (one channel per threshold)")
@@ -235,7 +235,6 @@ def _genotypes(rng, n, maf):
 def simulate_cohort(out_dir: str | Path, cfg: CohortConfig | None = None) -> dict:
     """Write genotypes.vcf.gz (+.tbi), weights.tsv, phenotypes.tsv; return paths and the
     realised heritabilities (variance of the genetic liability in the target cohort)."""
-    from statistics import NormalDist
     cfg = cfg or CohortConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

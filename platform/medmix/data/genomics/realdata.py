@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 import pysam
+from pysam import bcftools
 
 from medmix.data.genomics.inputs import GenomicsInputError, open_bam, open_fasta
 
@@ -72,7 +73,6 @@ def silver_truth(bam: str | Path, ref: str | Path, out_vcf: str | Path, min_qual
     fasta.close()
     out_vcf = Path(out_vcf)
     raw = out_vcf.with_name(out_vcf.name.replace(".vcf.gz", "") + ".mpileup.vcf")
-    from pysam import bcftools
     try:
         raw.write_text(bcftools.mpileup("-Ov", "-a", "AD,DP", "-f", str(ref), str(bam)))
         called = bcftools.call("-mv", "-Ov", str(raw))

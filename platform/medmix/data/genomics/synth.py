@@ -14,6 +14,7 @@ ingests them through the same functions `medmix ingest variants|genotypes|volume
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -42,13 +43,12 @@ def synth_genomics(cfg, store, workdir: str | Path | None = None, num_slices: in
             is already initialised, else "local" (starting Ray costs more than this work).
     """
     from medmix.data.genomics.polygenic import CohortConfig, simulate_cohort
-    from medmix.data.ingest.genotypes import ingest_genotypes
     from medmix.data.genomics.simulate import SimulationConfig, simulate_sample
+    from medmix.data.ingest.genotypes import ingest_genotypes
     from medmix.data.ingest.variants import ingest_variants
     from medmix.data.ingest.volumes import VolumeConfig, ingest_volumes, synthetic_volumes
 
     if parallel is None:
-        import sys
         running = "ray" in sys.modules and sys.modules["ray"].is_initialized()
         parallel = "auto" if running else "local"
     size, seed = cfg.synth.size, cfg.synth.seed

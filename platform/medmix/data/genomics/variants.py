@@ -28,11 +28,12 @@ import pysam
 
 from medmix.data.genomics.alleles import Variant, normalize, record_variants
 from medmix.data.genomics.config import CandidateConfig  # noqa: F401 - its home is pysam-free
-from medmix.data.genomics.inputs import (GenomicsInputError, Region, open_bam, open_fasta, open_vcf,
-                                         parse_regions, split_regions, vcf_records)
+from medmix.data.genomics.inputs import (GenomicsInputError, Region, open_bam, open_fasta, open_vcf, parse_regions,
+                                         split_regions, vcf_records)
 from medmix.data.genomics.pileup import PileupConfig, RegionReads, build_pileup, pileup_image, usable
 from medmix.data.images import encode_png
 from medmix.data.ingest.common import run_parallel
+from medmix.options import validate
 
 _CODE = np.full(256, 4, dtype=np.int64)  # A C G T -> 0..3, anything else (N) -> 4
 for _i, _b in enumerate("ACGT"):
@@ -185,7 +186,6 @@ def process_region(region: Region, bam_path: str, ref_path: str, truth_path: str
 def plan_regions(bam_path: str, ref_path: str, truth_path: str | None, regions: list[str] | None,
                  ccfg: CandidateConfig, pcfg: PileupConfig) -> list[Region]:
     """Check every input once in the driver, then cut the work into `region_size` pieces."""
-    from medmix.options import validate
     validate(ccfg)
     validate(pcfg)
     fasta = open_fasta(ref_path)

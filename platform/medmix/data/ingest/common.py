@@ -16,6 +16,7 @@ back, so the manifest and the listed shards are exactly what they were before.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import hashlib
 import json
 import math
@@ -29,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from medmix.data.schema import SPLITS, Example, RowError
 from medmix.data.store import ShardStore
+from medmix.runtime import ensure_ray
 from medmix.tasks import get_task, render_prompt, task_names
 from medmix.tasks.prompts import LETTERS
 from medmix.tasks.spec import TaskSpec
@@ -293,7 +295,6 @@ def run_parallel(fn: Callable[[Any], ItemResult], items: Sequence[Any], *, desc:
 
 def _run_ray(fn, items: list, bar, chunk_size: int | None, num_cpus: float) -> Iterator[ItemResult]:
     import ray
-    from medmix.runtime import ensure_ray
     ensure_ray(worker_logs=False)
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) / num_cpus))
     if len(ray.nodes()) == 1:
@@ -517,7 +518,6 @@ def list_files(paths: Sequence[str | os.PathLike], pattern: str = "*",
     `name` is the path relative to the folder given (the file name for a file given
     directly); hidden files are left out, and so are the paths in `skip`.
     """
-    import fnmatch
     skipped = {Path(s).resolve() for s in skip}
     out: list[tuple[Path, str]] = []
     for given in paths:

@@ -27,11 +27,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+from PIL import Image, ImageOps
+
 from medmix.data.images import encode_png, square_resize, to_uint8_rgb
-from medmix.data.ingest.common import (IngestError, IngestSummary, ItemResult, LabelRow,
-                                       check_prompt, check_split, guarded, hash_split,
-                                       image_task, list_files, occurrence_ids, parse_context_args,
-                                       read_labels_csv, run_parallel, target_and_label,
+from medmix.data.ingest.common import (IngestError, IngestSummary, ItemResult, LabelRow, check_prompt, check_split,
+                                       guarded, hash_split, image_task, list_files, occurrence_ids,
+                                       parse_context_args, read_labels_csv, run_parallel, target_and_label,
                                        write_ingest)
 from medmix.data.schema import Example
 from medmix.data.store import ShardStore, sha256_file
@@ -57,8 +59,6 @@ class ImageOptions:
 
 def decode_file(data: bytes) -> Any:
     """Image bytes -> HxW or HxWx3 uint8, upright (EXIF orientation applied). Raises anything PIL does."""
-    import numpy as np
-    from PIL import Image, ImageOps
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         im = ImageOps.exif_transpose(im)

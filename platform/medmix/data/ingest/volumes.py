@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from medmix.options import option
 from medmix.data.images import encode_png, square_resize
-from medmix.data.ingest.common import (IngestError, IngestSummary, ItemResult, guarded,
-                                       hash_split, input_digest, run_parallel, write_ingest)
+from medmix.data.ingest.common import (IngestError, IngestSummary, ItemResult, guarded, hash_split, input_digest,
+                                       run_parallel, write_ingest)
 from medmix.data.schema import SPLITS, Example
 from medmix.data.store import sha256_file
+from medmix.options import ConfigError, option, validate
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 CT_DEFAULT_WINDOW = (40.0, 400.0)   # soft tissue: centre, width in HU
@@ -53,7 +53,6 @@ class VolumeConfig:
     window: str = option("auto", "'auto' (CT soft tissue 40,400 HU; else percentiles), 'percentile', or 'C,W'")
 
     def validate(self) -> None:
-        from medmix.options import ConfigError
         if self.window not in ("auto", "percentile"):
             try:
                 _parse_window(self.window)
@@ -252,7 +251,6 @@ def ingest_volumes(store, paths: list[str | Path], reports: str | Path, task: st
     """
     started = time.perf_counter()
     cfg = cfg or VolumeConfig()
-    from medmix.options import validate
     validate(cfg)
     if not paths:
         raise VolumeInputError("no volume given")

@@ -12,6 +12,8 @@ Only `SynthConfig` is imported eagerly: the root config imports this package, an
 config should not pull in numpy, PIL and pyarrow.
 """
 
+import importlib
+
 from medmix.data.synth.config import SynthConfig
 
 _LAZY = {"GENERATORS": "base", "SIZES": "base", "Key": "base", "Sample": "base", "generator": "base",
@@ -22,6 +24,5 @@ __all__ = ["SynthConfig", *_LAZY]
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
         return getattr(importlib.import_module(f"medmix.data.synth.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medmix.options import option
+from medmix.options import ConfigError, option
+from medmix.tasks import task_names
 
 
 @dataclass
@@ -20,8 +21,6 @@ class SynthConfig:
     workers: int = option(0, "processes drawing examples; 0 = one per CPU core (at most 8), 1 for tiny", ge=0, le=256)
 
     def validate(self) -> None:
-        from medmix.options import ConfigError
-        from medmix.tasks import task_names
         registered = task_names()
         for name in self.tasks:
             if name not in registered:

@@ -10,7 +10,7 @@ smaller sizes a debug model sees (64 px).
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def coords(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +61,6 @@ def polygon_mask(h: int, w: int, polygons: np.ndarray) -> np.ndarray:
     For hundreds of small shapes (nuclei) where a numpy mask per shape would dominate the
     cost; edges are hard, softened by the store's resize.
     """
-    from PIL import ImageDraw
     im = Image.new("L", (w, h), 0)
     pen = ImageDraw.Draw(im)
     for poly in np.asarray(polygons, dtype=np.float64)[..., ::-1].tolist():  # PIL wants (x, y)

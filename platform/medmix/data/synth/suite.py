@@ -13,6 +13,7 @@ the store alone.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import multiprocessing as mp
 import os
@@ -24,12 +25,13 @@ from typing import Iterator
 
 import numpy as np
 
-from medmix.options import ConfigError
 from medmix.data.images import encode_png, square_resize
 from medmix.data.schema import SPLITS, Example
 from medmix.data.store import ShardStore
 from medmix.data.synth.base import GENERATORS, SIZES, Key, Sample
 from medmix.data.synth.config import SynthConfig
+from medmix.options import ConfigError
+from medmix.tasks import task_names
 
 # modules whose @generator functions make up the suite (genomics and volumes add theirs here)
 GENERATOR_MODULES = ("facts", "pubmed", "cxr", "derm", "mammo", "slake", "pathology")
@@ -45,7 +47,6 @@ def load_generators() -> dict:
 
 def suite_tasks(requested: list[str] | tuple[str, ...] = ()) -> list[str]:
     """The tasks to build, in registry order: `requested`, or every task with a generator."""
-    from medmix.tasks import task_names
     gens = load_generators()
     registered = task_names()
     for name in requested:
@@ -143,7 +144,6 @@ def build_suite(cfg: SynthConfig, store: ShardStore, image_size: int, progress: 
     """
     if cfg.size not in SIZES:
         raise ConfigError(f"synth.size = {cfg.size!r} is not one of {', '.join(SIZES)}")
-    from medmix.tasks import task_names
     tasks = suite_tasks(cfg.tasks)
     chunks = _chunks(cfg, tasks, image_size)
     total = sum(c[4] - c[3] for c in chunks)
@@ -183,9 +183,9 @@ def build_bundled(cfg, root: str | None = None, progress: bool = True) -> dict:
         cfg: the root MedmixConfig (`synth.*`, and `data.*` for the store).
         root: the store directory; default `data.root`.
     """
-    import dataclasses
     try:
-        from medmix.data.genomics.synth import TASKS as GENOMICS_TASKS, synth_genomics
+        from medmix.data.genomics.synth import TASKS as GENOMICS_TASKS
+        from medmix.data.genomics.synth import synth_genomics
     except ImportError:
         GENOMICS_TASKS, synth_genomics = (), None
     store_cfg = dataclasses.replace(cfg.data, root=str(root)) if root else cfg.data
