@@ -47,7 +47,10 @@ def test_open_run_starts_resumes_and_nests_runs_in_a_real_mlflow_store(tmp_path)
     assert child.data.tags["mlflow.parentRunId"] == parent_id
     assert child.data.params["train.steps"] == str(cfg.train.steps)
     assert [d.dataset.name for d in child.inputs.dataset_inputs] == ["medqa"]
-    assert client.get_run(parent_id).data.tags["medmix.sweep"] == "opened"
+    parent = client.get_run(parent_id)
+    assert parent.data.tags["medmix.kind"] == "sweep" and parent.data.tags["medmix.sweep"] == "opened"
+    assert "mlflow.parentRunId" not in parent.data.tags
+    assert parent.data.params["train.steps"] == str(cfg.train.steps)
 
     again, resumed = open_run(tracker, cfg, kind="sweep-trial", name="opened/t0", resume_run_id=child_id)
     tracker.end_run("FINISHED")

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medmix import runtime
 from medmix.config import to_dict
 from medmix.data.tokenizer import ensure_tokenizer
 from medmix.lineage.tracker import build_tracker
-from medmix.runtime import ensure_ray
+from medmix.runtime import ensure_ray, open_run
 
 if TYPE_CHECKING:
     from medmix.config import MedmixConfig
@@ -99,7 +98,7 @@ def train(cfg: MedmixConfig) -> TrainResult:
     prepare(cfg)
     run_dir = absolutize(cfg)
     tracker = build_tracker(cfg.lineage)
-    run_id = open_run(tracker, cfg, run_dir)
+    run_id = _open_train_run(tracker, cfg, run_dir)
     ensure_ray(cfg.train.num_workers * cfg.train.cpus_per_worker)
     trainer = build_torch_trainer(cfg, run_id, run_dir, use_gpu=use_gpu(cfg))
     t0 = time.time()
@@ -125,13 +124,12 @@ def _read_info(run_dir: Path) -> dict:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
-def open_run(tracker: Tracker, cfg: MedmixConfig, run_dir: Path) -> str | None:
+def _open_train_run(tracker: Tracker, cfg: MedmixConfig, run_dir: Path) -> str | None:
     """The training run's MLflow run: the one `run_dir`'s run.json names (a re-submitted run),
     else a new one, whose id run.json then keeps."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_id, resumed = runtime.open_run(tracker, cfg, kind="train", name=cfg.name,
-                                       tags={"medmix.run_dir": str(run_dir)},
-                                       resume_run_id=_read_info(run_dir).get("run_id"))
+    run_id, resumed = open_run(tracker, cfg, kind="train", name=cfg.name, tags={"medmix.run_dir": str(run_dir)},
+                               resume_run_id=_read_info(run_dir).get("run_id"))
     if run_id is not None and not resumed:
         (run_dir / RUN_INFO).write_text(json.dumps({"run_id": run_id, "name": cfg.name}, indent=1))
     return run_id

@@ -38,11 +38,10 @@ import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from medmix import runtime
 from medmix.config import config_from_dict, to_dict, to_toml
 from medmix.lineage.tracker import build_tracker
 from medmix.options import ConfigError
-from medmix.runtime import ensure_ray
+from medmix.runtime import ensure_ray, open_run
 from medmix.train.launcher import RUN_INFO, absolutize, build_torch_trainer, prepare
 from medmix.train.launcher import use_gpu as launcher_use_gpu
 from medmix.tune.champion import crown
@@ -126,9 +125,8 @@ def run_trial(params: dict, *, base: dict, space: dict, sweep: dict) -> None:
     tracker = build_tracker(cfg.lineage)
     info = read_json(run_dir / RUN_INFO)
     tags = {"medmix.sweep": sweep["name"], "medmix.trial": trial_id, "medmix.run_dir": str(run_dir)}
-    run_id, resumed = runtime.open_run(tracker, cfg, kind="sweep-trial", name=f"{sweep['name']}/{trial_id}",
-                                       tags=tags, resume_run_id=info.get("run_id"),
-                                       parent_run_id=sweep["parent_run_id"])
+    run_id, resumed = open_run(tracker, cfg, kind="sweep-trial", name=f"{sweep['name']}/{trial_id}", tags=tags,
+                               resume_run_id=info.get("run_id"), parent_run_id=sweep["parent_run_id"])
     if not resumed:   # a resumed trial keeps its child run and its record
         if run_id:
             tracker.log_params(trial_record(cfg, space_, params))
@@ -306,9 +304,9 @@ def _open_parent(tracker: Tracker, cfg: MedmixConfig, sweep_dir: Path, space: Se
     if info.get("parent_run_id") and info.get("space") and info["space"] != json.loads(json.dumps(space.to_dict())):
         raise ValueError(f"sweep {cfg.name!r} at {sweep_dir} was started with another search space; "
                          f"resume it with the same config or choose a new name (--set name=...)")
-    run_id, resumed = runtime.open_run(tracker, cfg, kind="sweep", name=cfg.name,
-                                       tags={"medmix.sweep": cfg.name, "medmix.sweep_dir": str(sweep_dir)},
-                                       resume_run_id=info.get("parent_run_id"))
+    run_id, resumed = open_run(tracker, cfg, kind="sweep", name=cfg.name,
+                               tags={"medmix.sweep": cfg.name, "medmix.sweep_dir": str(sweep_dir)},
+                               resume_run_id=info.get("parent_run_id"))
     if resumed:
         return run_id, True
     if run_id:
