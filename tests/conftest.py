@@ -99,3 +99,72 @@ def trained_debug(tmp_path_factory, tiny_suite, ray_local):
     result = train(cfg)
     assert result.error is None and result.checkpoint
     return cfg, result, tmp
+
+
+class S3Server:
+    """A local S3-compatible server (moto's) on 127.0.0.1; `bucket()` makes a fresh bucket."""
+
+    def __init__(self, endpoint: str, proc):
+        self.endpoint = endpoint
+        self.proc = proc
+        self._n = 0
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a process needs to reach this server (the standard AWS variables)."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "medmix-test",
+                "AWS_SECRET_ACCESS_KEY": "medmix-test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def bucket(self, prefix: str = "medmix") -> str:
+        import pyarrow.fs as pafs
+        self._n += 1
+        name = f"{prefix}-{os.getpid()}-{self._n}"
+        fs = pafs.S3FileSystem(endpoint_override=self.endpoint.split("://", 1)[1], scheme="http",
+                               access_key=self.env["AWS_ACCESS_KEY_ID"],
+                               secret_key=self.env["AWS_SECRET_ACCESS_KEY"], region="us-east-1",
+                               allow_bucket_creation=True)
+        fs.create_dir(name)
+        return name
+
+
+def start_s3_server(extra_env: dict[str, str] | None = None) -> S3Server:
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **(extra_env or {})})
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto_server did not start on {endpoint}")
+            time.sleep(0.2)
+    return S3Server(endpoint, proc)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One moto S3 server for the session; tests take their own bucket and set `s3_env`."""
+    server = start_s3_server()
+    yield server
+    server.proc.kill()
+    server.proc.wait()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """This process reaches the session's S3 server through the standard AWS variables."""
+    for k, v in s3_server.env.items():
+        monkeypatch.setenv(k, v)
+    return s3_server

@@ -33,6 +33,7 @@ from medmix.data.encode import IGNORE_INDEX, EncodedExample, EncodeError, encode
 from medmix.data.images import ImageDecodeError, augment_image, decode_image, to_model_input
 from medmix.data.mixture import ExampleRef, TaskOrder, seeded_rng
 from medmix.data.store import StoreError, read_rows
+from medmix.storage import location
 from medmix.tasks import get_task
 
 MAX_FILL_ATTEMPTS = 256  # skip mode: candidates tried for one bad slot before giving up
@@ -51,7 +52,7 @@ class RowFailure(Exception):
         self.reason = reason
 
     def describe(self, store_root: str) -> str:
-        return (f"shard {Path(store_root) / self.ref.shard}, row {self.ref.row} (task {self.ref.task}, "
+        return (f"shard {location(store_root).join(self.ref.shard)}, row {self.ref.row} (task {self.ref.task}, "
                 f"epoch {self.ref.epoch}, position {self.ref.position}): {self.reason}")
 
 

@@ -1,14 +1,16 @@
 """The shard store: immutable Parquet part files per task/split and a manifest that lists them.
 
-Layout: `<root>/<task>/<split>/part-NNNNN-<sha256[:16]>.parquet` and `<root>/manifest.json`.
-A part file is named by its position and its content, so writing the same rows again (a
-re-run `medmix synth`) yields the same names and the same store digest. Writers go
-through a transaction: part files are written to a temporary name and renamed into place,
-and the manifest is replaced atomically only when the whole transaction succeeds. If anything
-fails, the new part files are deleted and the store is exactly as it was — a reader never sees
-a shard that the manifest does not list.
+Layout: `<root>/<task>/<split>/part-NNNNN-<sha256[:16]>.parquet` and `<root>/manifest.json`;
+the root is a local path or an `s3://bucket/prefix` URI (medmix.storage). A part file is named
+by its position and its content, so writing the same rows again (a re-run `medmix synth`)
+yields the same names and the same store digest — and a key, once written, is never written
+with other bytes. Writers go through a transaction: each part file appears whole (a temporary
+name and a rename locally, one PUT on object storage), and the manifest is written last, as one
+object, only when the whole transaction succeeds. If anything fails, the new part files are
+deleted and the store is exactly as it was; a writer killed before it could clean up leaves
+only unlisted keys, and a reader never sees a shard that the manifest does not list.
 
-    store = ShardStore("medmix-data")
+    store = ShardStore("medmix-data")          # or ShardStore("s3://bucket/medmix-data")
     with store.transaction(source={"kind": "dicom", "path": "scans/"}) as tx:
         tx.add(example)            # many times
     store.verify()                 # sha256 + row count of every listed shard
@@ -19,11 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -31,6 +32,7 @@ import pyarrow.parquet as pq
 
 from medmix.data.config import StoreConfig
 from medmix.data.schema import SCHEMA, SCHEMA_VERSION, Example, RowError, check_example
+from medmix.storage import Location, location
 
 MANIFEST = "manifest.json"
 
@@ -52,34 +54,24 @@ class ShardInfo:
         return dict(self.__dict__)
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def sha256_file(path: str | os.PathLike | Location) -> str:
+    return location(path).sha256()
 
 
 class ShardStore:
-    """A directory of Parquet shards and the manifest that is the truth about them."""
+    """A folder (local or object storage) of Parquet shards and the manifest that is the truth
+    about them. `root` is the store's URI as every process should see it: an absolute local
+    path, or `s3://bucket/prefix`; `loc` is its Location."""
 
-    def __init__(self, root: str | os.PathLike, config: StoreConfig | None = None):
-        self.root = Path(root)
-        self.config = config or StoreConfig(root=str(root))
+    def __init__(self, root: str | os.PathLike | Location, config: StoreConfig | None = None):
+        self.loc = location(root)
+        self.root = self.loc.uri
+        self.config = config or StoreConfig(root=self.root)
 
     # -- reading the manifest --------------------------------------------------------------
     @property
-    def manifest_path(self) -> Path:
-        return self.root / MANIFEST
+    def manifest_path(self) -> Location:
+        return self.loc.join(MANIFEST)
 
     def exists(self) -> bool:
         return self.manifest_path.is_file()
@@ -117,18 +109,23 @@ class ShardStore:
     def tasks(self) -> list[str]:
         return sorted({s.task for s in self.shards()})
 
-    def path(self, shard: ShardInfo | str) -> Path:
-        return self.root / (shard.path if isinstance(shard, ShardInfo) else shard)
+    def path(self, shard: ShardInfo | str) -> Location:
+        return self.loc.join(shard.path if isinstance(shard, ShardInfo) else shard)
+
+    def read_shard(self, shard: ShardInfo | str, columns: list[str] | None = None) -> pa.Table:
+        loc = self.path(shard)
+        with loc.open_input() as f:
+            return pq.read_table(f, columns=columns)
 
     def read_table(self, task: str, split: str, columns: list[str] | None = None) -> pa.Table:
-        tables = [pq.read_table(self.path(s), columns=columns) for s in self.shards(task, split)]
+        tables = [self.read_shard(s, columns=columns) for s in self.shards(task, split)]
         if not tables:
             return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
         return pa.concat_tables(tables)
 
     def iter_examples(self, task: str | None = None, split: str | None = None) -> Iterator[Example]:
         for s in self.shards(task, split):
-            for row in pq.read_table(self.path(s)).to_pylist():
+            for row in self.read_shard(s).to_pylist():
                 yield Example.from_row(row)
 
     # -- checking --------------------------------------------------------------------------
@@ -145,16 +142,17 @@ class ShardStore:
             if not p.is_file():
                 problems.append(f"{p}: missing (listed in the manifest with {s.rows} rows)")
                 continue
-            size = p.stat().st_size
+            size = p.size()
             if size != s.bytes:
                 problems.append(f"{p}: size {size} bytes, manifest says {s.bytes} "
                                 f"({'truncated' if size < s.bytes else 'grown'})")
                 continue
-            if sha256_file(p) != s.sha256:
+            if p.sha256() != s.sha256:
                 problems.append(f"{p}: sha256 differs from the manifest (modified after writing)")
                 continue
             try:
-                rows = pq.ParquetFile(p).metadata.num_rows
+                with p.open_input() as f:
+                    rows = pq.ParquetFile(f).metadata.num_rows
             except Exception as exc:  # noqa: BLE001 - any Parquet decode failure is a damaged shard
                 problems.append(f"{p}: unreadable Parquet ({exc})")
                 continue
@@ -171,7 +169,7 @@ class ShardStore:
     def existing_ids(self, task: str) -> set[str]:
         ids: set[str] = set()
         for s in self.shards(task=task) if self.exists() else []:
-            ids.update(pq.read_table(self.path(s), columns=["example_id"]).column(0).to_pylist())
+            ids.update(self.read_shard(s, columns=["example_id"]).column(0).to_pylist())
         return ids
 
 
@@ -200,7 +198,7 @@ class Transaction:
         self.rows_added = 0
 
     def __enter__(self) -> "Transaction":
-        self.store.root.mkdir(parents=True, exist_ok=True)
+        self.store.loc.mkdirs()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -233,9 +231,10 @@ class Transaction:
         """Replaced tasks number from 0 (content in the name keeps old and new apart);
         appended ones continue after the highest index on disk."""
         if key not in self._next_part:
-            folder = self.store.root / key[0] / key[1]
-            taken = [] if key[0] in self.replace_tasks or not folder.exists() else \
-                [int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet")]
+            folder = self.store.loc.join(key[0], key[1])
+            taken = [] if key[0] in self.replace_tasks else \
+                [int(p.name.split("-")[1]) for p in folder.children()
+                 if p.name.startswith("part-") and p.name.endswith(".parquet")]
             self._next_part[key] = max(taken, default=-1) + 1
         idx = self._next_part[key]
         self._next_part[key] += 1
@@ -247,26 +246,21 @@ class Transaction:
         if not rows:
             return
         task, split = key
-        folder = self.store.root / task / split
-        folder.mkdir(parents=True, exist_ok=True)
         index = self._part_index(key)
-        tmp = folder / f".part-{index:05d}.tmp-{uuid.uuid4().hex[:8]}"
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
-        try:
-            pq.write_table(table, tmp, row_group_size=self.store.config.row_group_rows,
-                           compression="zstd", write_statistics=["task", "split", "example_id"])
-            digest = sha256_file(tmp)
-            final = folder / f"part-{index:05d}-{digest[:16]}.parquet"
-            rel = final.relative_to(self.store.root).as_posix()
-            if final.exists() and sha256_file(final) == digest:
-                self._kept.add(rel)  # same bytes already in place (maybe listed): leave the file be
-            else:
-                os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        sink = pa.BufferOutputStream()  # a part is bounded by max_bytes_per_shard: built in memory
+        pq.write_table(table, sink, row_group_size=self.store.config.row_group_rows,
+                       compression="zstd", write_statistics=["task", "split", "example_id"])
+        data = sink.getvalue().to_pybytes()
+        digest = hashlib.sha256(data).hexdigest()
+        rel = posixpath.join(task, split, f"part-{index:05d}-{digest[:16]}.parquet")
+        final = self.store.path(rel)
+        if final.is_file() and final.size() == len(data) and final.sha256() == digest:
+            self._kept.add(rel)  # same bytes already in place (maybe listed): leave the key be
+        else:
+            final.write_bytes(data)  # appears whole: rename locally, one PUT on object storage
         self._written.append(ShardInfo(path=rel, task=task, split=split, rows=len(rows),
-                                       sha256=digest, bytes=final.stat().st_size))
+                                       sha256=digest, bytes=len(data)))
 
     def commit(self) -> list[ShardInfo]:
         for key in list(self._buffers):
@@ -287,11 +281,10 @@ class Transaction:
             "sources": sources,
             "digest": _digest([ShardInfo(**s) for s in shards]),
         }
-        _atomic_write_text(self.store.manifest_path, json.dumps(manifest, indent=1))
+        self.store.manifest_path.write_text(json.dumps(manifest, indent=1))  # the commit point
         for s in dropped:  # only after the new manifest no longer lists them
-            p = self.store.path(s["path"])
-            if p.exists() and s["path"] not in {w.path for w in self._written}:
-                p.unlink()
+            if s["path"] not in {w.path for w in self._written}:
+                self.store.path(s["path"]).delete()
         return self._written
 
     def rollback(self) -> None:
@@ -299,18 +292,27 @@ class Transaction:
 
         Files that were already there with the same bytes are kept: the old manifest may list them."""
         for s in self._written:
-            p = self.store.path(s.path)
-            if p.exists() and s.path not in self._kept:
-                p.unlink()
+            if s.path not in self._kept:
+                self.store.path(s.path).delete()
         self._written.clear()
         self._buffers.clear()
 
 
 def read_rows(store_root: str | os.PathLike, shard_path: str, rows: list[int]) -> list[dict[str, Any]]:
-    """Read chosen rows of one shard, decoding only the row groups that hold them."""
-    path = Path(store_root) / shard_path
+    """Read chosen rows of one shard, decoding only the row groups that hold them (on object
+    storage: ranged reads of the footer and those row groups)."""
+    path = location(store_root).join(shard_path)
     try:
-        pf = pq.ParquetFile(path)
+        source = path.open_input()
+    except Exception as exc:  # noqa: BLE001 - missing, unreadable or unreachable: name the shard
+        raise StoreError(f"{path}: cannot open Parquet shard ({exc})") from exc
+    with source:
+        return _read_rows(path, source, rows)
+
+
+def _read_rows(path: Location, source: Any, rows: list[int]) -> list[dict[str, Any]]:
+    try:
+        pf = pq.ParquetFile(source)
     except Exception as exc:  # noqa: BLE001
         raise StoreError(f"{path}: cannot open Parquet shard ({exc})") from exc
     bounds, start = [], 0

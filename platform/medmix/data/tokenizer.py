@@ -24,13 +24,13 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from medmix.data.config import TokenizerConfig
 from medmix.model.paths import resolve_local_path
+from medmix.storage import Location, is_uri, location
 from medmix.tasks import get_task, render_prompt, render_target
 
 PAD, BOS, EOS, UNK, IMG = "<pad>", "<bos>", "<eos>", "<unk>", "<img>"
@@ -87,8 +87,11 @@ class MedmixTokenizer:
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "MedmixTokenizer":
-        """A tokenizer.json, a directory holding one (a Hugging Face model), or a .gguf file."""
+    def from_file(cls, path: str | os.PathLike | Location) -> "MedmixTokenizer":
+        """A tokenizer.json, a directory holding one (a Hugging Face model), or a .gguf file;
+        a tokenizer.json on object storage too (a store's own, `s3://…/tokenizer/tokenizer.json`)."""
+        if is_uri(path) or (isinstance(path, Location) and not path.is_local):
+            return cls._from_object(location(path))
         p = Path(path)
         if p.suffix == ".gguf":
             return cls._from_gguf(p)
@@ -106,6 +109,18 @@ class MedmixTokenizer:
         return cls(tok, bos=names.get("bos") or _find(tok, _BOS_NAMES, BOS),
                    eos=names.get("eos") or _find(tok, _EOS_NAMES, EOS),
                    pad=_find(tok, _PAD_NAMES, PAD), source=str(p))
+
+    @classmethod
+    def _from_object(cls, loc: Location) -> "MedmixTokenizer":
+        if not loc.is_file():
+            raise TokenizerError(f"{loc}: no tokenizer here (train one with `medmix tokenizer train`)")
+        from tokenizers import Tokenizer
+        try:
+            tok = Tokenizer.from_str(loc.read_text())
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on bad JSON
+            raise TokenizerError(f"{loc}: not a readable tokenizers JSON file ({exc})") from exc
+        return cls(tok, bos=_find(tok, _BOS_NAMES, BOS), eos=_find(tok, _EOS_NAMES, EOS),
+                   pad=_find(tok, _PAD_NAMES, PAD), source=loc.uri)
 
     @classmethod
     def _from_gguf(cls, path: Path) -> "MedmixTokenizer":
@@ -153,10 +168,10 @@ class MedmixTokenizer:
     def to_str(self) -> str:
         return self._tok.to_str()
 
-    def save(self, path: str | os.PathLike) -> str:
-        """Write the canonical JSON atomically; returns its sha256 (== `digest`)."""
+    def save(self, path: str | os.PathLike | Location) -> str:
+        """Write the canonical JSON atomically (local or object storage); returns its sha256."""
         text = self._tok.to_str()
-        _atomic_write(Path(path), text)
+        location(path).write_text(text)
         return _sha256_text(text)
 
     def __len__(self) -> int:
@@ -191,24 +206,19 @@ def _hf_special_names(folder: Path) -> dict[str, str]:
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 # -- training on the store ---------------------------------------------------------------
 
-def default_path(store_root: str | os.PathLike) -> Path:
-    return Path(store_root) / TOKENIZER_DIR / TOKENIZER_FILE
+def default_path(store_root: str | os.PathLike | Location) -> Path | Location:
+    """`<store>/tokenizer/tokenizer.json`: a Path for a local store, a Location on object storage."""
+    return _plain(location(store_root).join(TOKENIZER_DIR, TOKENIZER_FILE))
 
 
-def resolve_path(tcfg: TokenizerConfig, store_root: str | os.PathLike, decoder_path: str = "") -> Path:
+def _plain(loc: Location) -> Path | Location:
+    return loc.local_path() if loc.is_local else loc
+
+
+def resolve_path(tcfg: TokenizerConfig, store_root: str | os.PathLike | Location,
+                 decoder_path: str = "") -> Path | Location:
     """Which tokenizer a config means, in this order:
 
     1. `tokenizer.path` (a tokenizer.json, a model directory or a .gguf; `pkg:` paths allowed);
@@ -221,16 +231,17 @@ def resolve_path(tcfg: TokenizerConfig, store_root: str | os.PathLike, decoder_p
         return resolve_local_path(tcfg.path, what="tokenizer.path", must_exist=False)
     if decoder_path:
         return resolve_local_path(decoder_path, what="model.decoder_path", must_exist=False)
-    return default_path(str(store_root))
+    return default_path(store_root)
 
 
-def load_tokenizer(tcfg: TokenizerConfig, store_root: str | os.PathLike,
+def load_tokenizer(tcfg: TokenizerConfig, store_root: str | os.PathLike | Location,
                    decoder_path: str = "") -> MedmixTokenizer:
     """The tokenizer a config means (see `resolve_path`)."""
     return MedmixTokenizer.from_file(resolve_path(tcfg, store_root, decoder_path))
 
 
-def ensure_tokenizer(tcfg: TokenizerConfig, store_root: str | os.PathLike, decoder_path: str = "") -> Path:
+def ensure_tokenizer(tcfg: TokenizerConfig, store_root: str | os.PathLike | Location,
+                     decoder_path: str = "") -> Path | Location:
     """Make sure the config's tokenizer exists: train it on the store when that is the one meant.
 
     A trained tokenizer is reused when it was trained on the same store digest with the same
@@ -244,7 +255,7 @@ def ensure_tokenizer(tcfg: TokenizerConfig, store_root: str | os.PathLike, decod
             raise TokenizerError(f"{key}: {path} does not exist (a tokenizer.json, a model directory "
                                  f"or a .gguf file)")
         return path
-    return train_tokenizer(ShardStore(str(store_root)), tcfg)
+    return train_tokenizer(ShardStore(store_root), tcfg)
 
 
 def store_texts(store, split: str = "train") -> Iterator[str]:
@@ -253,13 +264,13 @@ def store_texts(store, split: str = "train") -> Iterator[str]:
 
     for shard in store.shards(split=split):
         spec = get_task(shard.task)
-        table = pq.read_table(store.path(shard), columns=["context", "target"])
+        table = store.read_shard(shard, columns=["context", "target"])
         for context, target in zip(table.column("context").to_pylist(), table.column("target").to_pylist()):
             yield render_prompt(spec, json.loads(context)) + render_target(spec, target)
 
 
 def train_tokenizer(store, cfg: TokenizerConfig, out: str | os.PathLike | None = None,
-                    force: bool = False) -> Path:
+                    force: bool = False) -> Path | Location:
     """Train a byte-level BPE on the store's train text; returns the tokenizer.json path.
 
     Writes `tokenizer.json` and `tokenizer.meta.json` (sha256 of the JSON, the store digest it
@@ -275,8 +286,8 @@ def train_tokenizer(store, cfg: TokenizerConfig, out: str | os.PathLike | None =
     from medmix.data.store import ShardStore
     if not isinstance(store, ShardStore):
         store = ShardStore(store)
-    path = Path(out) if out else default_path(store.root)
-    meta_path = path.with_name(META_FILE)
+    path = _plain(location(out)) if out else default_path(store.loc)
+    meta_path = location(path).with_name(META_FILE)
     store_digest = store.digest()
     settings = {"vocab_size": cfg.vocab_size, "min_frequency": cfg.min_frequency}
     if not force and path.is_file() and meta_path.is_file():
@@ -307,5 +318,5 @@ def train_tokenizer(store, cfg: TokenizerConfig, out: str | os.PathLike | None =
         "special_tokens": {t: wrapped.token_to_id(t) for t in SPECIAL_TOKENS},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _atomic_write(meta_path, json.dumps(meta, indent=1))
+    meta_path.write_text(json.dumps(meta, indent=1))
     return path

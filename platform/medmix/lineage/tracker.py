@@ -73,9 +73,8 @@ def store_datasets(root: str | Path) -> list[DatasetRecord]:
     from medmix.data.store import ShardStore
     store = ShardStore(root)
     counts = store.counts()
-    base = str(Path(root).resolve()) if "://" not in str(root) else str(root).rstrip("/")
     return [DatasetRecord(name=task, digest=store.task_digest(task), rows=sum(counts[task].values()),
-                          source=f"{base}/{task}", splits=dict(sorted(counts[task].items())))
+                          source=store.loc.join(task).uri, splits=dict(sorted(counts[task].items())))
             for task in store.tasks()]
 
 
@@ -149,7 +148,10 @@ class Tracker:
         store = ShardStore(root)
         records = store_datasets(root)
         self.log_inputs(records, context=context)
-        self.log_artifact(store.manifest_path, str(Path(MANIFEST_ARTIFACT).parent))
+        with tempfile.TemporaryDirectory() as tmp:  # the manifest may live on object storage
+            copy = Path(tmp) / Path(MANIFEST_ARTIFACT).name
+            copy.write_bytes(store.manifest_path.read_bytes())
+            self.log_artifact(copy, str(Path(MANIFEST_ARTIFACT).parent))
         self.set_tags({TAG_STORE_DIGEST: store.digest()})
         return records
 

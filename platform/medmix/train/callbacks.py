@@ -22,39 +22,79 @@ from pathlib import Path
 from typing import Any
 
 from medmix.observability.metrics import record_train_metrics
+from medmix.storage import Location, location
 from medmix.train.config import DebugConfig
 from medmix.train.trainer import Callback, Trainer
 
 FAULT_MARKER = ".medmix-fault-injected"
 
 
-def checkpoint_uri(run_dir: Path, step: int) -> str:
-    """Where Ray Train stores the checkpoint of `step` in the run directory."""
-    return str(run_dir / f"step-{step:06d}")
+def checkpoint_uri(run_dir: Path | Location | str, step: int) -> str:
+    """Where Ray Train stores the checkpoint of `step` in the run directory (path or URI)."""
+    return location(run_dir).join(f"step-{step:06d}").uri
 
 
 class ExampleLedger(Callback):
-    """Append `{"step", "ids"}` per trained step; one file per rank and attempt."""
+    """`{"step", "ids"}` per trained step; one file per rank and attempt.
+
+    Locally the line is appended and flushed every step. Object storage has no append: there
+    the lines since the last write go out as one more write-once object,
+    `rank<r>-attempt<a>-part<k>.jsonl`, at every checkpoint and at the end — so what a killed
+    worker loses is only what it trained after its last checkpoint, which the resumed run
+    trains again."""
 
     order = 10
 
-    def __init__(self, run_dir: Path, rank: int):
-        folder = Path(run_dir) / "ledger"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.attempt = len(list(folder.glob(f"rank{rank}-attempt*.jsonl")))
-        self.path = folder / f"rank{rank}-attempt{self.attempt}.jsonl"
+    def __init__(self, run_dir: Path | Location | str, rank: int):
+        self.folder = location(run_dir).join("ledger")
+        self.folder.mkdirs()
+        prefix = f"rank{rank}-attempt"
+        attempts = {p.name[len(prefix):].split("-")[0].split(".")[0] for p in self.folder.children()
+                    if p.name.startswith(prefix) and p.name.endswith(".jsonl")}
+        self.attempt = len(attempts)
+        self.path = self.folder.join(f"{prefix}{self.attempt}.jsonl")
         self._file: Any = None
+        self._pending: list[str] = []
+        self._parts = 0
 
     def pre_fit(self, trainer: Trainer) -> None:
-        self._file = open(self.path, "a")
+        if self.folder.is_local:
+            self._file = open(self.path.local_path(), "a")
 
     def post_train_batch(self, trainer: Trainer, batch: dict[str, Any], sums: dict[str, float]) -> None:
-        self._file.write(json.dumps({"step": trainer.step, "ids": batch["example_ids"]}) + "\n")
-        self._file.flush()
+        line = json.dumps({"step": trainer.step, "ids": batch["example_ids"]}) + "\n"
+        if self._file is not None:
+            self._file.write(line)
+            self._file.flush()
+        else:
+            self._pending.append(line)
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            stem = self.path.name[:-len(".jsonl")]
+            self.folder.join(f"{stem}-part{self._parts:05d}.jsonl").write_text("".join(self._pending))
+            self._parts += 1
+            self._pending = []
+
+    def post_checkpoint(self, trainer: Trainer, path: str, meta: dict[str, Any], metrics: dict[str, float]) -> None:
+        self._write_pending()
 
     def post_fit(self, trainer: Trainer) -> None:
+        self._write_pending()
         if self._file is not None:
             self._file.close()
+
+
+def read_ledger(run_dir: Path | Location | str, rank: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The ledger of a run, local or on object storage: `{"rank<r>-attempt<a>": [lines…]}`, the
+    parts of an attempt joined in order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for p in location(run_dir).join("ledger").files():
+        if not p.name.endswith(".jsonl") or (rank is not None and not p.name.startswith(f"rank{rank}-")):
+            continue
+        key = p.name[:-len(".jsonl")].split("-part")[0]
+        out.setdefault(key, []).extend(json.loads(x) for x in p.read_text().splitlines() if x.strip())
+    return out
 
 
 class ConsoleLog(Callback):
@@ -93,9 +133,9 @@ class MLflowLog(Callback):
 
     order = 40
 
-    def __init__(self, tracker: Any, run_dir: Path):
+    def __init__(self, tracker: Any, run_dir: Path | Location | str):
         self.tracker = tracker
-        self.run_dir = Path(run_dir)
+        self.run_dir = location(run_dir)
 
     def log_metrics(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         if trainer.rank == 0:
@@ -113,8 +153,8 @@ class RayTrainReport(Callback):
 
     order = 90
 
-    def __init__(self, run_dir: Path):
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: Path | Location | str):
+        self.run_dir = location(run_dir)
 
     def report(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         import ray.train  # only a Ray Train worker has this callback
@@ -133,9 +173,9 @@ class FaultInjection(Callback):
 
     order = 99
 
-    def __init__(self, debug: DebugConfig, run_dir: Path):
+    def __init__(self, debug: DebugConfig, run_dir: Path | Location | str):
         self.debug = debug
-        self.marker = Path(run_dir) / FAULT_MARKER
+        self.marker = location(run_dir).join(FAULT_MARKER)
 
     def post_step(self, trainer: Trainer) -> None:
         d = self.debug

@@ -28,26 +28,34 @@ import numpy as np
 import torch
 from torch import nn
 
+from medmix.storage import location
+
 META_FILE = "medmix.json"
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    p = Path(path) / META_FILE
+    """A checkpoint's medmix.json (local folder or `s3://` URI)."""
+    p = location(path).join(META_FILE)
     if not p.is_file():
         raise FileNotFoundError(f"{path} is not a medmix checkpoint: {META_FILE} is missing")
     return json.loads(p.read_text())
 
 
-def find_latest_checkpoint(path: str | os.PathLike) -> Path | None:
-    """`path` itself if it is a checkpoint, else its latest `step-NNNNNN` checkpoint, else None."""
-    path = Path(path)
-    if (path / META_FILE).is_file():
-        return path
-    steps = sorted(path.glob(f"step-*/{META_FILE}"))
-    return steps[-1].parent if steps else None
+def find_latest_checkpoint(path: str | os.PathLike) -> Path | str | None:
+    """`path` itself if it is a checkpoint, else its latest `step-NNNNNN` checkpoint, else None.
+    A local path gives a Path; an `s3://` URI gives the checkpoint's URI."""
+    loc = location(path)
+    if loc.join(META_FILE).is_file():
+        return loc.local_path() if loc.is_local else loc.uri
+    if loc.is_local:
+        steps = sorted(Path(loc.path).glob(f"step-*/{META_FILE}"))
+        return steps[-1].parent if steps else None
+    metas = [f for f in loc.files(recursive=True) if f.name == META_FILE
+             and f.parent.name.startswith("step-") and f.parent.parent.path == loc.path]
+    return max(metas, key=lambda f: f.parent.name).parent.uri if metas else None
 
 
-def latest_checkpoint(path: str | os.PathLike) -> Path:
+def latest_checkpoint(path: str | os.PathLike) -> Path | str:
     """A checkpoint directory, or a run directory's latest checkpoint; FileNotFoundError otherwise."""
     found = find_latest_checkpoint(path)
     if found is None:

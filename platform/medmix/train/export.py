@@ -26,14 +26,21 @@ from medmix.lineage.registry import TAG_CHECKPOINT, TAG_STEP, TAG_STORE_DIGEST, 
 from medmix.model import build_model, save_exported
 from medmix.model.export_meta import LINEAGE_FILE, TOKENIZER_FILE
 from medmix.train.checkpoint import dcp_load, read_meta
+from medmix.storage import local_copy, normalize
 
 if TYPE_CHECKING:
     from medmix.lineage.config import TrackerConfig
 
 
 def load_checkpoint_model(checkpoint: str | Path):
-    """(model with the checkpoint's weights on CPU, fp32; the checkpoint's config; tokenizer)."""
+    """(model with the checkpoint's weights on CPU, fp32; the checkpoint's config; tokenizer).
+    An `s3://` checkpoint is downloaded to a temporary folder for the read."""
 
+    with local_copy(checkpoint) as local:
+        return _load_checkpoint_model(local)
+
+
+def _load_checkpoint_model(checkpoint: Path):
     meta = read_meta(checkpoint)
     cfg = config_from_dict(meta["config"])
     tok = load_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
@@ -47,11 +54,12 @@ def load_checkpoint_model(checkpoint: str | Path):
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, dtype: torch.dtype | None = None) -> Path:
-    """Write the export directory for `checkpoint`; returns it."""
+    """Write the export directory for `checkpoint` (a local folder or an `s3://` URI); returns it."""
 
-    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    meta = read_meta(checkpoint)
-    model, cfg, tok = load_checkpoint_model(checkpoint)
+    source = normalize(checkpoint)
+    out_dir = Path(out_dir)
+    meta = read_meta(source)
+    model, cfg, tok = load_checkpoint_model(source)
     tmp = out_dir.with_name(out_dir.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -64,7 +72,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, dtype: tor
     tok.save(tmp / TOKENIZER_FILE)
     lineage = {k: meta.get(k) for k in ("step", "run_id", "store_digest", "task_digests",
                                        "tokenizer_digest", "parent_checkpoint", "metrics", "data_state")}
-    lineage["checkpoint"] = str(checkpoint.resolve())
+    lineage["checkpoint"] = source
     lineage["config"] = meta["config"]
     (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=1, sort_keys=True))
     if out_dir.exists():
@@ -81,5 +89,5 @@ def register_checkpoint_export(tracker_cfg: TrackerConfig, checkpoint: str | Pat
     if not tracker_cfg.enabled or not meta.get("run_id"):
         return None
     return register_export(tracker_cfg, export_dir, meta["run_id"], tags={
-        TAG_CHECKPOINT: str(Path(checkpoint).resolve()), TAG_STEP: meta["step"],
+        TAG_CHECKPOINT: normalize(checkpoint), TAG_STEP: meta["step"],
         TAG_STORE_DIGEST: meta.get("store_digest", ""), **(tags or {})}, name=name)

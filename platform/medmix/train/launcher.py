@@ -10,6 +10,10 @@ to Ray (`RAY_ADDRESS` / `ray job submit`, else a local cluster sized so Ray Data
 workers cannot deadlock on a small machine), and runs a `TorchTrainer`. A run re-submitted
 with the same `name` and `train.storage_path` resumes from its latest checkpoint: Ray Train
 restores its checkpoint manager from storage, and medmix re-opens the same MLflow run.
+
+`train.storage_path` and `data.root` may be local paths (made absolute, for workers that run
+elsewhere) or `s3://` URIs (medmix.storage): checkpoints then go to the bucket through Ray
+Train's `storage_filesystem`, and every node reads the store from there — no shared disk.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from medmix.config import to_dict
 from medmix.data.tokenizer import ensure_tokenizer
 from medmix.lineage.tracker import build_tracker
 from medmix.runtime import ensure_ray, open_run
+from medmix.storage import Location, check_reachable, location, normalize
 
 if TYPE_CHECKING:
     from medmix.config import MedmixConfig
@@ -50,24 +55,31 @@ def use_gpu(cfg: MedmixConfig) -> bool:
 
 
 def prepare(cfg: MedmixConfig) -> None:
-    """Check inputs before any worker starts: the store exists, the tokenizer is there."""
+    """Check inputs before any worker starts: the storage answers, the store exists, the
+    tokenizer is there. Each failure is one error naming the path or URI."""
     from medmix.data.store import ShardStore
-    ShardStore(cfg.data.root).manifest()  # clear error if the store is missing
+    check_reachable(cfg.train.storage_path)  # endpoint, credentials, bucket: before any work
+    ShardStore(check_reachable(cfg.data.root)).manifest()  # clear error if the store is missing
     ensure_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
 
 
-def absolutize(cfg: MedmixConfig) -> Path:
-    """Make every path in cfg absolute (workers may run elsewhere); return the run directory."""
-    storage = Path(cfg.train.storage_path).expanduser().resolve()
-    cfg.train.storage_path = str(storage)
-    cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
-    cfg.lineage.root = str(Path(cfg.lineage.root).expanduser().resolve())
+def absolutize(cfg: MedmixConfig) -> Location:
+    """Make every path in cfg absolute (workers may run elsewhere; URIs stay as they are);
+    return the run directory."""
+    cfg.train.storage_path = normalize(cfg.train.storage_path)
+    cfg.data.root = normalize(cfg.data.root)
+    cfg.lineage.root = normalize(cfg.lineage.root)
     if cfg.tokenizer.path:
-        cfg.tokenizer.path = str(Path(cfg.tokenizer.path).expanduser().resolve())
-    return storage / cfg.name
+        cfg.tokenizer.path = normalize(cfg.tokenizer.path)
+    return location(cfg.train.storage_path).join(cfg.name)
 
 
-def build_torch_trainer(cfg: MedmixConfig, run_id: str | None, run_dir: Path, *, use_gpu: bool,
+def checkpoint_location(run_dir: Location, path: str) -> str:
+    """A checkpoint path Ray Train returns (a path on the run's filesystem) as a path or URI."""
+    return path if run_dir.is_local else f"s3://{path.lstrip('/')}"
+
+
+def build_torch_trainer(cfg: MedmixConfig, run_id: str | None, run_dir: Location, *, use_gpu: bool,
                         callbacks: list | None = None):
     """The TorchTrainer for one run: what `train()` fits, and what each sweep trial fits."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -77,12 +89,13 @@ def build_torch_trainer(cfg: MedmixConfig, run_id: str | None, run_dir: Path, *,
 
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": to_dict(cfg), "run_id": run_id, "run_dir": str(run_dir)},
+        train_loop_config={"config": to_dict(cfg), "run_id": run_id, "run_dir": run_dir.uri},
         scaling_config=ScalingConfig(
             num_workers=cfg.train.num_workers, use_gpu=use_gpu,
             resources_per_worker={"CPU": cfg.train.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
         run_config=RunConfig(
-            name=run_dir.name, storage_path=str(run_dir.parent), callbacks=callbacks or [],
+            name=run_dir.name, storage_path=run_dir.parent.path, callbacks=callbacks or [],
+            storage_filesystem=None if run_dir.is_local else run_dir.fs,
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             # Ray keeps the `keep_last` checkpoints with the lowest validation loss, and always
             # the latest one (the one a resumed run continues from).
@@ -108,28 +121,28 @@ def train(cfg: MedmixConfig) -> TrainResult:
         tracker.end_run(status="FAILED")
         raise
     metrics = dict(result.metrics or {})
-    checkpoint = result.checkpoint.path if result.checkpoint else None
+    checkpoint = checkpoint_location(run_dir, result.checkpoint.path) if result.checkpoint else None
     error = str(result.error) if result.error else None
     if checkpoint:
         tracker.set_tags({"medmix.final_checkpoint": checkpoint})
     tracker.end_run(status="FINISHED" if error is None else "FAILED")
     info = {"run_id": run_id, "checkpoint": checkpoint, "seconds": time.time() - t0}
-    (run_dir / RUN_INFO).write_text(json.dumps({**_read_info(run_dir), **info}, indent=1))
-    return TrainResult(run_dir=str(run_dir), checkpoint=checkpoint, metrics=metrics, run_id=run_id,
+    run_dir.join(RUN_INFO).write_text(json.dumps({**_read_info(run_dir), **info}, indent=1))
+    return TrainResult(run_dir=run_dir.uri, checkpoint=checkpoint, metrics=metrics, run_id=run_id,
                        error=error)
 
 
-def _read_info(run_dir: Path) -> dict:
-    p = run_dir / RUN_INFO
+def _read_info(run_dir: Location | Path | str) -> dict:
+    p = location(run_dir).join(RUN_INFO)
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
-def _open_train_run(tracker: Tracker, cfg: MedmixConfig, run_dir: Path) -> str | None:
+def _open_train_run(tracker: Tracker, cfg: MedmixConfig, run_dir: Location) -> str | None:
     """The training run's MLflow run: the one `run_dir`'s run.json names (a re-submitted run),
     else a new one, whose id run.json then keeps."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run_id, resumed = open_run(tracker, cfg, kind="train", name=cfg.name, tags={"medmix.run_dir": str(run_dir)},
+    run_dir.mkdirs()
+    run_id, resumed = open_run(tracker, cfg, kind="train", name=cfg.name, tags={"medmix.run_dir": run_dir.uri},
                                resume_run_id=_read_info(run_dir).get("run_id"))
     if run_id is not None and not resumed:
-        (run_dir / RUN_INFO).write_text(json.dumps({"run_id": run_id, "name": cfg.name}, indent=1))
+        run_dir.join(RUN_INFO).write_text(json.dumps({"run_id": run_id, "name": cfg.name}, indent=1))
     return run_id

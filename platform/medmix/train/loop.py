@@ -10,7 +10,6 @@ is `medmix.train.trainer.Trainer`, plain torch, which also runs without Ray.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +19,7 @@ from medmix.data.stream import build_rank_stream
 from medmix.data.tokenizer import load_tokenizer
 from medmix.lineage.tracker import build_tracker
 from medmix.model import build_model
+from medmix.storage import Location, location
 from medmix.train.callbacks import (ConsoleLog, ExampleLedger, FaultInjection, MLflowLog, PrometheusExport,
                                     RayTrainReport, checkpoint_uri)
 from medmix.train.fsdp import apply_ac, apply_compile, apply_fsdp
@@ -65,7 +65,7 @@ def build_trainer(cfg: MedmixConfig, *, rank: int, world_size: int, device: torc
     return trainer
 
 
-def run_callbacks(cfg: MedmixConfig, run_id: str | None, run_dir: Path, rank: int) -> list[Callback]:
+def run_callbacks(cfg: MedmixConfig, run_id: str | None, run_dir: Location, rank: int) -> list[Callback]:
     """What a Ray Train worker does around the loop, in order (see train/callbacks.py)."""
     callbacks: list[Callback] = [ExampleLedger(run_dir, rank), ConsoleLog(cfg.train.steps),
                                  PrometheusExport(cfg.name), RayTrainReport(run_dir),
@@ -88,7 +88,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     for name in ("ray.train", _ctx.__file__, _storage.logger.name):
         logging.getLogger(name).setLevel(logging.WARNING)
     cfg = config_from_dict(loop_config["config"])
-    run_dir = Path(loop_config["run_dir"])
+    run_dir = location(loop_config["run_dir"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     run_id = loop_config.get("run_id")

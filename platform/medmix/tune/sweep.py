@@ -42,6 +42,9 @@ from medmix.config import config_from_dict, to_dict, to_toml
 from medmix.lineage.tracker import build_tracker
 from medmix.options import ConfigError
 from medmix.runtime import ensure_ray, open_run
+from medmix.storage import location
+from medmix.train.callbacks import read_ledger
+from medmix.train.checkpoint import read_meta
 from medmix.train.launcher import RUN_INFO, absolutize, build_torch_trainer, prepare
 from medmix.train.launcher import use_gpu as launcher_use_gpu
 from medmix.tune.champion import crown
@@ -132,7 +135,7 @@ def run_trial(params: dict, *, base: dict, space: dict, sweep: dict) -> None:
             tracker.log_params(trial_record(cfg, space_, params))
         write_json(run_dir / RUN_INFO, {"run_id": run_id, "name": trial_id, "params": params})
 
-    trainer = build_torch_trainer(cfg, tracker.run_id, run_dir, use_gpu=sweep["use_gpu"],
+    trainer = build_torch_trainer(cfg, tracker.run_id, location(run_dir), use_gpu=sweep["use_gpu"],
                                   callbacks=[ObjectiveReportCallback(sweep["objective"])])
     # The driver records the outcome on the child run (`_close_child_runs`): a trial that ASHA
     # stops never gets past fit().
@@ -201,7 +204,12 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
     t0 = time.time()
     check_train_config(cfg)
     prepare(cfg)
-    sweep_dir = absolutize(cfg)
+    run_root = absolutize(cfg)
+    if not run_root.is_local:
+        raise ConfigError(f"train.storage_path = {cfg.train.storage_path}: a sweep's directory must be a "
+                          f"local or shared (NFS) path for now; object storage is supported for "
+                          f"`medmix train` runs")
+    sweep_dir = run_root.local_path()
     space = build_space(cfg.sweep, mixture_tasks(cfg))
     tracker = build_tracker(cfg.lineage)
     parent_run_id, resumed_parent = _open_parent(tracker, cfg, sweep_dir, space)
@@ -346,11 +354,7 @@ def summarise_trial(result: Any, cfg: MedmixConfig, space: SearchSpace, sweep_di
 
 def _ledger_steps(run_dir: Path) -> int:
     """Steps rank 0 trained, over every attempt (one ledger line per step)."""
-    total = 0
-    for path in (run_dir / "ledger").glob("rank0-attempt*.jsonl"):
-        with open(path) as f:
-            total += sum(1 for line in f if line.strip())
-    return total
+    return sum(len(lines) for lines in read_ledger(run_dir, rank=0).values())
 
 
 def best_trial(trials: list[TrialSummary], mode: str) -> TrialSummary | None:
@@ -416,7 +420,6 @@ def _ensure_checkpoint_record(cfg: MedmixConfig, tracker: Any, trial: TrialSumma
     on that very report (a rung at the last step), so the record may be missing. The
     checkpoint's own medmix.json holds everything the record needs.
     """
-    from medmix.train.checkpoint import read_meta
     step = int(Path(trial.checkpoint).name.split("-")[-1])
     if f"checkpoints/step-{step:06d}.json" in run_artifacts(cfg.lineage, trial.run_id, "checkpoints"):
         return

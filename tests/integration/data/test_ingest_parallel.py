@@ -46,8 +46,7 @@ def dicom_folder(folder: Path, copies: int, names=SMALL, patient: str | None = "
 
 def snapshot(store: ShardStore):
     manifest = store.manifest_path.read_bytes() if store.exists() else None
-    files = sorted(p.relative_to(store.root).as_posix() for p in store.root.rglob("*")
-                   if p.is_file() and "quarantine" not in p.parts) if store.root.exists() else []
+    files = [f.relative_to(store.loc) for f in store.loc.files() if not f.relative_to(store.loc).startswith("quarantine/")]
     return manifest, files
 
 

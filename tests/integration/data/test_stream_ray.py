@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -183,7 +184,7 @@ def test_corrupt_shard_fails_naming_shard_and_row(ray_local, data, tmp_path):
             assert len(b["example_ids"]) == 8  # every batch before the failure is whole
             good += 1
     msg = str(info.value)
-    assert str(copy.root / shard) in msg
+    assert str(Path(copy.root) / shard) in msg
     assert any(f"row {r} " in msg for r in bad), msg
     assert f"step {good}:" in msg and "task derm_pad" in msg
 

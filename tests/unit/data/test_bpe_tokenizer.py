@@ -42,7 +42,7 @@ def trained(tmp_path_factory):
 
 def test_trained_tokenizer_files_ids_and_digests(trained):
     store, path = trained
-    assert path == store.root / "tokenizer" / "tokenizer.json"
+    assert Path(path) == Path(store.root) / "tokenizer" / "tokenizer.json"
     meta = json.loads(path.with_name(META_FILE).read_text())
     tok = MedmixTokenizer.from_file(path)
     assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() == tok.digest

@@ -99,7 +99,7 @@ def test_training_run_has_params_inputs_metrics_and_checkpoint_records(env, trai
     assert json.loads(medqa.dataset.profile) == {"rows": 7, "splits": {"test": 1, "train": 6},
                                                   "digest": store.task_digest("medqa")}
     assert {t.key: t.value for t in medqa.tags}["mlflow.data.context"] == "training"
-    assert json.loads(medqa.dataset.source)["uri"] == f"{store.root.resolve()}/medqa"
+    assert json.loads(medqa.dataset.source)["uri"] == f"{Path(store.root).resolve()}/medqa"
     assert run.data.tags["medmix.store_digest"] == store.digest()
     # metrics per step; the non-numeric value was skipped
     history = client.get_metric_history(trained["run_id"], "loss")

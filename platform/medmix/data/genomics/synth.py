@@ -1,6 +1,7 @@
 """The bundled genomics, polygenic and 3D-volume part of the synthetic suite.
 
-`synth_genomics(cfg, store)` writes real input files under `<store root>/_sources/` and then
+`synth_genomics(cfg, store)` writes real input files under `<store root>/_sources/` (a scratch
+folder when the store is on object storage) and then
 ingests them through the same functions `medmix ingest variants|genotypes|volumes` calls:
 
 - variant_calling: a simulated reference + reads with planted SNPs/indels (sorted, indexed
@@ -15,6 +16,7 @@ ingests them through the same functions `medmix ingest variants|genotypes|volume
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +39,8 @@ def synth_genomics(cfg, store, workdir: str | Path | None = None, num_slices: in
 
     Args:
         cfg: the root MedmixConfig (uses synth.size, synth.seed, synth.tasks).
-        workdir: where the source files go (default: <store root>/_sources).
+        workdir: where the source files go (default: <store root>/_sources for a local store;
+            for one on object storage, a temporary folder removed once they are ingested).
         num_slices: slices per volume (default 8 for tiny/small, 16 for medium).
         parallel: "ray", "local" or "auto" (Ray from 8 work items on); None = "auto" if Ray
             is already initialised, else "local" (starting Ray costs more than this work).
@@ -54,7 +57,10 @@ def synth_genomics(cfg, store, workdir: str | Path | None = None, num_slices: in
     size, seed = cfg.synth.size, cfg.synth.seed
     wanted = [t for t in TASKS if not cfg.synth.tasks or t in cfg.synth.tasks]
     train_bp, held_bp, samples, snps, volumes = SIZES[size]
-    root = Path(workdir) if workdir else Path(store.root) / "_sources"
+    if workdir is None and not store.loc.is_local:  # a store on object storage: sources are scratch
+        with tempfile.TemporaryDirectory(prefix="medmix-sources-") as scratch:
+            return synth_genomics(cfg, store, scratch, num_slices, parallel)
+    root = Path(workdir) if workdir else store.loc.local_path() / "_sources"
     out: dict[str, dict] = {}
 
     if "variant_calling" in wanted:

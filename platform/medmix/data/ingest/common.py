@@ -435,7 +435,11 @@ def write_ingest(store: ShardStore, *, kind: str, task: str, results: Iterable[I
 
 
 def _folders_a_write_may_create(store: ShardStore, task: str) -> list[Path]:
-    return [store.root / task / s for s in SPLITS] + [store.root / task, store.root]
+    """Local folders only: object storage has no folders to leave behind."""
+    if not store.loc.is_local:
+        return []
+    root = store.loc.local_path()
+    return [root / task / s for s in SPLITS] + [root / task, root]
 
 
 def _prune_new_empty_folders(existed: dict[Path, bool]) -> None:
@@ -497,17 +501,15 @@ def _bad(err: dict, on_error: str, quarantine: list[dict]) -> None:
 
 def write_quarantine(store: ShardStore, kind: str, records: list[dict]) -> str:
     """`<root>/quarantine/<UTC timestamp>-<kind>.jsonl`, one bad item per line."""
-    folder = store.root / "quarantine"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = store.loc.join("quarantine")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = folder / f"{stamp}-{kind}.jsonl"
+    path = folder.join(f"{stamp}-{kind}.jsonl")
     n = 1
     while path.exists():
         n += 1
-        path = folder / f"{stamp}-{kind}-{n}.jsonl"
-    with open(path, "w") as f:
-        for r in records:
-            f.write(json.dumps({k: r.get(k) for k in ("source", "row", "field", "error")}) + "\n")
+        path = folder.join(f"{stamp}-{kind}-{n}.jsonl")
+    path.write_text("".join(json.dumps({k: r.get(k) for k in ("source", "row", "field", "error")}) + "\n"
+                            for r in records))
     return str(path)
 
 

@@ -90,8 +90,7 @@ def _unique(results):
 
 def label_counts(store, summary: IngestSummary) -> dict[str, int]:
     """Rows per genotype among the shards an ingest wrote."""
-    import pyarrow.parquet as pq
     counts: Counter = Counter()
     for shard in summary.shards:
-        counts.update(pq.read_table(store.path(shard), columns=["target"]).column(0).to_pylist())
+        counts.update(store.read_shard(shard, columns=["target"]).column(0).to_pylist())
     return dict(counts)

@@ -18,8 +18,7 @@ def make_store(path: Path, rows_per_shard: int = 2048, image_size: int = 64) -> 
 def snapshot(store: ShardStore) -> tuple[bytes | None, list[str]]:
     """(manifest bytes, every file under the root except quarantine reports)."""
     manifest = store.manifest_path.read_bytes() if store.exists() else None
-    files = sorted(p.relative_to(store.root).as_posix() for p in store.root.rglob("*")
-                   if p.is_file() and "quarantine" not in p.parts) if store.root.exists() else []
+    files = [f.relative_to(store.loc) for f in store.loc.files() if not f.relative_to(store.loc).startswith("quarantine/")]
     return manifest, files
 
 
