@@ -229,19 +229,19 @@ class Location:
         self.write_bytes(text.encode())
 
     def delete(self, missing_ok: bool = True) -> None:
-        try:
-            info = self.info()
-            if info.type == _pafs().FileType.Directory:
-                self.fs.delete_dir(self.path)
-            elif info.type == _pafs().FileType.File:
-                self.fs.delete_file(self.path)
-            elif not missing_ok:
+        """Remove the file or folder; a missing one is fine unless `missing_ok` is False."""
+        kind = self.info().type
+        if kind == _pafs().FileType.NotFound:
+            if not missing_ok:
                 raise FileNotFoundError(f"{self.uri}: no such file")
+            return
+        try:
+            if kind == _pafs().FileType.Directory:
+                self.fs.delete_dir(self.path)
+            else:
+                self.fs.delete_file(self.path)
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
             raise _explain(self.uri, exc) from exc
-
 
 def location(path_or_uri: str | os.PathLike | Location) -> Location:
     """The Location for a local path (made absolute) or an `s3://bucket/key` URI."""
@@ -272,20 +272,14 @@ def location(path_or_uri: str | os.PathLike | Location) -> Location:
     return Location(_s3(endpoint, scheme, region, credentials), path, base)
 
 
-def fs_and_path(path_or_uri: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path on it): what Ray Train's `RunConfig(storage_filesystem=, storage_path=)`
-    and pyarrow's readers take."""
-    loc = location(path_or_uri)
-    return loc.fs, loc.path
-
-
 def normalize(path_or_uri: str | os.PathLike) -> str:
     """A path or URI as every process should see it: local paths absolute, URIs unchanged."""
     text = str(path_or_uri)
     return text.rstrip("/") if is_uri(text) else str(Path(text).expanduser().resolve())
 
 
-def _endpoint_of(loc_uri: str) -> str:
+def _endpoint() -> str:
+    """The S3 endpoint this process talks to, for error messages."""
     endpoint, scheme = _env_endpoint()
     return f"{scheme or 'https'}://{endpoint}" if endpoint else "AWS's default S3 endpoint"
 
@@ -296,15 +290,15 @@ def _explain(uri: str, exc: OSError) -> StorageError:
     low = text.lower()
     if "network_connection" in low or "could not connect" in low or "couldn't connect" in low \
             or "timed out" in low or "resolve host" in low:
-        return StorageError(f"{uri}: cannot reach the S3 endpoint {_endpoint_of(uri)} "
+        return StorageError(f"{uri}: cannot reach the S3 endpoint {_endpoint()} "
                             f"(check AWS_ENDPOINT_URL and that the server is up): {_first_line(text)}")
     if "access_denied" in low or "accessdenied" in low or "invalidaccesskeyid" in low \
             or "signaturedoesnotmatch" in low or "403" in low or "forbidden" in low:
-        return StorageError(f"{uri}: the S3 endpoint {_endpoint_of(uri)} refused the credentials "
+        return StorageError(f"{uri}: the S3 endpoint {_endpoint()} refused the credentials "
                             f"(check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile, and "
                             f"the bucket policy): {_first_line(text)}")
     if "nosuchbucket" in low or "bucket does not exist" in low:
-        return StorageError(f"{uri}: the bucket does not exist at {_endpoint_of(uri)} "
+        return StorageError(f"{uri}: the bucket does not exist at {_endpoint()} "
                             f"(create it, or fix the bucket name): {_first_line(text)}")
     return StorageError(f"{uri}: {_first_line(text)}")
 
@@ -326,7 +320,7 @@ def check_reachable(path_or_uri: str | os.PathLike) -> Location:
     except OSError as exc:
         raise _explain(loc.uri, exc) from exc
     if info.type == _pafs().FileType.NotFound:
-        raise StorageError(f"{loc.uri}: the bucket {bucket!r} does not exist at {_endpoint_of(loc.uri)} "
+        raise StorageError(f"{loc.uri}: the bucket {bucket!r} does not exist at {_endpoint()} "
                            f"(create it, or fix the bucket name)")
     loc.info()  # the key itself: a bucket we may see but not read fails here
     return loc
@@ -368,16 +362,3 @@ def download(src: Location, dest: str | os.PathLike) -> Path:
         raise _explain(src.uri, exc) from exc
     return dest
 
-
-def upload(src: str | os.PathLike, dest: Location) -> Location:
-    """Copy the local folder `src` to `dest` (file by file; on object storage each file appears
-    whole). Writers that must appear all at once write their marker file last."""
-    if dest.is_local:
-        shutil.copytree(src, dest.local_path(), dirs_exist_ok=True)
-        return dest
-    try:
-        _pafs().copy_files(str(src), dest.path, source_filesystem=_pafs().LocalFileSystem(),
-                           destination_filesystem=dest.fs)
-    except OSError as exc:
-        raise _explain(dest.uri, exc) from exc
-    return dest

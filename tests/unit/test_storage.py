@@ -99,3 +99,14 @@ def test_refused_credentials_name_the_uri_and_what_to_check(monkeypatch):
 def test_local_paths_always_pass_the_reachability_check(tmp_path):
     assert check_reachable(tmp_path / "not-yet").uri == str(tmp_path / "not-yet")
     assert not (tmp_path / "not-yet").exists()  # checking creates nothing
+
+
+def test_local_copy_downloads_a_folder_and_removes_it_afterwards(s3_env):
+    from medmix.storage import local_copy
+    root = location(f"s3://{s3_env.bucket()}/ckpt")
+    root.join("medmix.json").write_text("{}")
+    root.join("shards", "0.distcp").write_bytes(b"\x00\x01")
+    with local_copy(root.uri) as local:
+        assert (local / "medmix.json").read_text() == "{}"
+        assert (local / "shards" / "0.distcp").read_bytes() == b"\x00\x01"
+    assert not local.exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,10 @@ class ExampleLedger(Callback):
     def __init__(self, run_dir: Path | Location | str, rank: int):
         self.folder = location(run_dir).join("ledger")
         self.folder.mkdirs()
-        prefix = f"rank{rank}-attempt"
-        attempts = {p.name[len(prefix):].split("-")[0].split(".")[0] for p in self.folder.children()
-                    if p.name.startswith(prefix) and p.name.endswith(".jsonl")}
+        attempt_of = re.compile(rf"rank{rank}-attempt(\d+)(?:-part\d+)?\.jsonl")
+        attempts = {m.group(1) for p in self.folder.children() if (m := attempt_of.fullmatch(p.name))}
         self.attempt = len(attempts)
-        self.path = self.folder.join(f"{prefix}{self.attempt}.jsonl")
+        self.path = self.folder.join(f"rank{rank}-attempt{self.attempt}.jsonl")
         self._file: Any = None
         self._pending: list[str] = []
         self._parts = 0
