@@ -19,7 +19,7 @@ from medmix.options import ConfigError
 from medmix.tasks.spec import UnknownTaskError
 
 # verb module names, in the order `--help` lists them
-VERBS = ["tasks", "synth", "data", "tokenizer", "ingest", "train", "sweep", "evaluate", "report", "submit", "lineage", "model", "export", "call-variants", "serve", "demo", "metrics"]
+VERBS = ["tasks", "synth", "data", "tokenizer", "ingest", "train", "sweep", "evaluate", "report", "submit", "lineage", "model", "export", "call-variants", "serve", "demo", "metrics", "tracking-server"]
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:

@@ -12,6 +12,8 @@ two stores in one process (tests, a sweep driver) must not leak into each other.
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +45,49 @@ def tracking_uri(cfg: TrackerConfig) -> str:
     return f"sqlite:///{Path(cfg.root).resolve() / 'mlflow.db'}"
 
 
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+_CHECKED: set[str] = set()
+
+
+def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail at once, naming the URI, when the tracking server does not answer `GET /health`.
+
+    Without this a job would start its workers and the first MLflow call would retry for
+    minutes (MLflow's HTTP retries) before failing, burning Ray Train's restarts on the way.
+    """
+    if not is_server(uri) or uri in _CHECKED:
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            ok = resp.status == 200
+    except urllib.error.HTTPError as err:
+        raise LineageError(f"MLflow tracking server {uri} answered /health with HTTP {err.code}: is it an "
+                           f"`mlflow server` (`medmix tracking-server`)?") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise LineageError(f"MLflow tracking server {uri} is unreachable ({reason}): start it "
+                           f"(`medmix tracking-server`) or fix lineage.tracking_uri / $MLFLOW_TRACKING_URI") from None
+    if not ok:
+        raise LineageError(f"MLflow tracking server {uri} is not healthy (GET /health did not answer 200)")
+    _CHECKED.add(uri)
+
+
+def pin_tracking_uri(cfg: TrackerConfig) -> str:
+    """Resolve the tracking URI once, on the driver, check it answers, and write it into `cfg`.
+
+    The config travels to every process of the job (Ray Train workers, Tune trials, Serve
+    replicas, evaluate tasks), so each of them uses exactly this URI — never its own
+    environment's, and never a sqlite file of its own on a node that has no such variable.
+    """
+    uri = tracking_uri(cfg)
+    check_tracking_server(uri)
+    cfg.tracking_uri = uri
+    return uri
+
+
 def is_local_store(uri: str) -> bool:
     """sqlite files and plain directories: we choose where their artifacts go."""
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
@@ -65,6 +110,7 @@ def client(cfg: TrackerConfig) -> "MlflowClient":
         mlflow = _import_mlflow()
         if uri.startswith("sqlite:///"):
             Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        check_tracking_server(uri)
         _CLIENTS[uri] = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     return _CLIENTS[uri]
 
@@ -76,6 +122,7 @@ def existing_client(cfg: TrackerConfig) -> "MlflowClient":
         raise LineageError(f"no MLflow store at {uri[len('sqlite:///'):]}: train a model first "
                            f"(`medmix train`), or point lineage.root / lineage.tracking_uri / "
                            f"$MLFLOW_TRACKING_URI at the store that has the runs")
+    pin_tracking_uri(cfg)
     return client(cfg)
 
 

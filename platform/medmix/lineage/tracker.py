@@ -285,8 +285,14 @@ class MLflowTracker(Tracker):
 
 
 def build_tracker(cfg: TrackerConfig) -> Tracker:
-    """The tracker `cfg` asks for: MLflow, or a `NullTracker` when lineage is disabled."""
-    return MLflowTracker(cfg) if cfg.enabled else NullTracker()
+    """The tracker `cfg` asks for: MLflow, or a `NullTracker` when lineage is disabled.
+
+    The tracking URI is pinned into `cfg` here (`backend.pin_tracking_uri`): the config this
+    driver sends its workers names the one store they all write to."""
+    if not cfg.enabled:
+        return NullTracker()
+    backend.pin_tracking_uri(cfg)
+    return MLflowTracker(cfg)
 
 
 # -- value conversion ---------------------------------------------------------------------

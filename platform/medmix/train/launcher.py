@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from medmix.config import to_dict
 from medmix.data.tokenizer import ensure_tokenizer
+from medmix.lineage.backend import pin_tracking_uri
 from medmix.lineage.tracker import build_tracker
 from medmix.runtime import ensure_ray, open_run
 from medmix.storage import Location, check_reachable, location, normalize
@@ -56,8 +57,11 @@ def use_gpu(cfg: MedmixConfig) -> bool:
 
 def prepare(cfg: MedmixConfig) -> None:
     """Check inputs before any worker starts: the storage answers, the store exists, the
-    tokenizer is there. Each failure is one error naming the path or URI."""
+    tokenizer is there, the tracking server answers. Each failure is one error naming the path
+    or URI, before anything is written."""
     from medmix.data.store import ShardStore
+    if cfg.lineage.enabled:   # the tracking server answers, and every worker gets its URI
+        pin_tracking_uri(cfg.lineage)
     check_reachable(cfg.train.storage_path)  # endpoint, credentials, bucket: before any work
     ShardStore(check_reachable(cfg.data.root)).manifest()  # clear error if the store is missing
     ensure_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
