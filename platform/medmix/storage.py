@@ -344,6 +344,18 @@ def local_copy(path_or_uri: str | os.PathLike | Location) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def upload(src: str | os.PathLike, dest: Location, *, last: tuple[str, ...] = ()) -> None:
+    """Copy the local folder `src` to `dest`, one write-once object per file, the files named
+    in `last` (relative paths) after all others: a reader that checks for those sees either
+    the whole folder or none of it (object stores have no rename to commit with)."""
+    root = Path(src)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    rel = [p.relative_to(root).as_posix() for p in files]
+    order = sorted(range(len(files)), key=lambda i: (rel[i] in last, last.index(rel[i]) if rel[i] in last else 0))
+    for i in order:
+        dest.join(rel[i]).write_bytes(files[i].read_bytes())
+
+
 def download(src: Location, dest: str | os.PathLike) -> Path:
     """Copy the file or folder `src` to the local path `dest`."""
     dest = Path(dest)

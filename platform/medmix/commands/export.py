@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 from medmix.config import config_from_dict
+from medmix.model.export_meta import CONFIG_FILE
 from medmix.model.resolve import checkpoint_label, slug
+from medmix.storage import check_reachable, is_uri, location, upload
 
 
 def add_parser(sub) -> None:
@@ -16,8 +19,11 @@ def add_parser(sub) -> None:
                     "safetensors file + config.json + tokenizer.json + medmix.json (lineage) to "
                     "--out, and register it as a new version of the MLflow model `medmix` "
                     "(tags: run, checkpoint, step, store digest). Nothing is pickled.")
-    p.add_argument("checkpoint", help="checkpoint directory (…/<run>/step-NNNNNN) or a run directory (its latest)")
-    p.add_argument("--out", help="export directory (default: <lineage.root>/exports/<run>-step<N>)")
+    p.add_argument("checkpoint", help="checkpoint directory (…/<run>/step-NNNNNN) or a run directory (its latest); "
+                                      "a local path or an s3:// URI")
+    p.add_argument("--out", help="export directory or s3:// URI (default: <lineage.root>/exports/<run>-step<N>); "
+                                 "on object storage config.json is written last, so a reader sees the whole "
+                                 "export or none")
     p.add_argument("--bf16", action="store_true", help="store weights in bfloat16 (half the size)")
     p.add_argument("--no-register", action="store_true", help="write the files only")
     p.add_argument("--tracking-root", default=None,
@@ -31,18 +37,26 @@ def run(args: argparse.Namespace) -> int:
     from medmix.train.checkpoint import latest_checkpoint, read_meta
     from medmix.train.export import export_checkpoint, register_checkpoint_export
 
-    ckpt = latest_checkpoint(Path(args.checkpoint))
+    ckpt = latest_checkpoint(args.checkpoint)   # a local folder or an s3:// URI
     meta = read_meta(ckpt)
     cfg = config_from_dict(meta["config"])
     if args.tracking_root:
         cfg.lineage.root = args.tracking_root
     # where `medmix serve --model CHECKPOINT` looks for (and reuses) this checkpoint's export
-    out = Path(args.out) if args.out else Path(cfg.lineage.root) / "exports" / slug(checkpoint_label(ckpt, meta))
-    export_checkpoint(ckpt, out, dtype=torch.bfloat16 if args.bf16 else None)
-    print(f"exported {ckpt} -> {out}")
-    if not args.no_register:
-        version = register_checkpoint_export(cfg.lineage, ckpt, out)
-        if version:
-            print(f"registered {cfg.lineage.registered_model}/{version}  "
-                  f"(lineage: medmix lineage {cfg.lineage.registered_model}/{version})")
+    label = slug(checkpoint_label(Path(ckpt), meta))
+    dest = args.out or str(Path(cfg.lineage.root) / "exports" / label)
+    if is_uri(dest):
+        check_reachable(dest)   # endpoint, credentials, bucket: before the export is built
+    with tempfile.TemporaryDirectory(prefix="medmix-export-") as scratch:
+        out = Path(scratch) / label if is_uri(dest) else Path(dest)
+        export_checkpoint(ckpt, out, dtype=torch.bfloat16 if args.bf16 else None)
+        if is_uri(dest):
+            # config.json last: a reader sees a whole export (config + weights) or none
+            upload(out, location(dest), last=(CONFIG_FILE,))
+        print(f"exported {ckpt} -> {dest}")
+        if not args.no_register:
+            version = register_checkpoint_export(cfg.lineage, ckpt, out)
+            if version:
+                print(f"registered {cfg.lineage.registered_model}/{version}  "
+                      f"(lineage: medmix lineage {cfg.lineage.registered_model}/{version})")
     return 0

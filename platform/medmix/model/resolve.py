@@ -9,7 +9,9 @@ A reference is a registry version (`name@alias`, `name/version`, `models:/name/v
 fetched with `medmix.lineage.registry.resolve_model_uri`), an export directory (written by
 `medmix export` / `save_exported`), a training checkpoint (a `step-NNNNNN` directory with
 `medmix.json`) or a run directory (its latest checkpoint). A checkpoint is exported into
-`workdir/<run>-step<N>` once; a later resolve of the same checkpoint reuses that export.
+`workdir/<run>-step<N>` once; a later resolve of the same checkpoint reuses that export. Any of
+these may be an `s3://` URI: an export there is downloaded once into `workdir/s3/<bucket>/<key>`
+(only when its config.json is there, which `medmix export` uploads last).
 
 What an export says about itself is read by `export_meta.ExportMeta` (the one reader of
 `config.json` and `medmix.json`). This module imports neither torch nor MLflow at module
@@ -19,12 +21,14 @@ level: the command line and the serve ingress resolve exports without loading a 
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medmix.lineage.registry import get_version, parse_model_ref, resolve_model_uri
 from medmix.model.export_meta import CONFIG_FILE, LINEAGE_FILE, WEIGHTS_FILE, ExportMeta, is_export
+from medmix.storage import check_reachable, download, is_uri
 
 if TYPE_CHECKING:
     from medmix.lineage.config import TrackerConfig
@@ -81,6 +85,8 @@ def resolve(ref: str | Path, lineage_cfg: TrackerConfig, workdir: str | Path | N
     Raises FileNotFoundError when `ref` is neither an existing export, checkpoint or run
     directory nor a registry reference, and LineageError for an unknown registry version.
     """
+    if is_uri(str(ref)):
+        return _from_object_storage(str(ref), lineage_cfg, workdir)
     path = Path(ref).expanduser()
     if not path.exists():
         return _from_registry(str(ref), lineage_cfg)
@@ -100,7 +106,30 @@ def resolve(ref: str | Path, lineage_cfg: TrackerConfig, workdir: str | Path | N
     return _from_checkpoint(str(ref), checkpoint.resolve(), into)
 
 
-def _from_checkpoint(ref: str, checkpoint: Path, workdir: Path) -> Export:
+def _from_object_storage(ref: str, lineage_cfg: TrackerConfig, workdir: str | Path | None) -> Export:
+    """An export (or a checkpoint / run directory) at an s3:// URI, downloaded once into
+    `<workdir or lineage.root/exports>/s3/<bucket>/<key>`: serving and evaluation read local files."""
+    loc = check_reachable(ref)
+    into = Path(workdir) if workdir is not None else Path(lineage_cfg.root) / "exports"
+    local = into / "s3" / loc.path.strip("/")
+    if not is_export(local):
+        if loc.join(CONFIG_FILE).is_file() and loc.join(WEIGHTS_FILE).is_file():
+            partial = local.with_name(local.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            download(loc, partial)
+            shutil.rmtree(local, ignore_errors=True)
+            partial.rename(local)
+        else:
+            from medmix.train.checkpoint import find_latest_checkpoint
+            checkpoint = find_latest_checkpoint(loc.uri)
+            if checkpoint is None:
+                raise FileNotFoundError(f"{ref}: neither an export ({CONFIG_FILE} + {WEIGHTS_FILE}) nor a "
+                                        f"training checkpoint or run directory on object storage")
+            return _from_checkpoint(ref, checkpoint, into)   # export_checkpoint reads the URI
+    return Export(ref, local.resolve(), slug(loc.path), None, ExportMeta.read(local))
+
+
+def _from_checkpoint(ref: str, checkpoint: Path | str, workdir: Path) -> Export:
     """The checkpoint's export in `workdir`: the one already there from this checkpoint, else a new one."""
     from medmix.train.checkpoint import read_meta
     from medmix.train.export import export_checkpoint
