@@ -349,11 +349,9 @@ def upload(src: str | os.PathLike, dest: Location, *, last: tuple[str, ...] = ()
     in `last` (relative paths) after all others: a reader that checks for those sees either
     the whole folder or none of it (object stores have no rename to commit with)."""
     root = Path(src)
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    rel = [p.relative_to(root).as_posix() for p in files]
-    order = sorted(range(len(files)), key=lambda i: (rel[i] in last, last.index(rel[i]) if rel[i] in last else 0))
-    for i in order:
-        dest.join(rel[i]).write_bytes(files[i].read_bytes())
+    names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    for name in [n for n in names if n not in last] + [n for n in last if n in names]:
+        dest.join(name).write_bytes((root / name).read_bytes())
 
 
 def download(src: Location, dest: str | os.PathLike) -> Path:
