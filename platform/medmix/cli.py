@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "verb", None) == "submit":
+        if "--" in extra:  # `-- ARGS`: ARGS go to the job even where medmix knows them (--dry-run)
+            extra.remove("--")
         args.job_args = extra  # everything medmix does not know goes to the job
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
