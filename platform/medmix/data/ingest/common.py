@@ -2,7 +2,8 @@
 
 An ingest is: list the items of a source (files, CSV rows, reports) -> turn each into
 `Example`s with a per-item function, in parallel Ray tasks for folders -> add them to ONE
-store transaction in input order -> commit. Bad items raise `IngestError` (the default,
+store transaction in input order -> commit. On a cluster with nodes labelled
+`medmix-role=data` alive, the Ray tasks run only there (`medmix.placement`; else anywhere). Bad items raise `IngestError` (the default,
 `--on-error raise`) or, with `--on-error skip`, are quarantined: counted, left out, and
 listed in `<root>/quarantine/<timestamp>-<kind>.jsonl`. Any failure rolls the transaction
 back, so the manifest and the listed shards are exactly what they were before.
@@ -30,6 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from medmix.data.schema import SPLITS, Example, RowError
 from medmix.data.store import ShardStore
+from medmix.placement import DATA, place
 from medmix.runtime import ensure_ray
 from medmix.tasks import get_task, render_prompt, task_names
 from medmix.tasks.prompts import LETTERS
@@ -296,7 +298,8 @@ def run_parallel(fn: Callable[[Any], ItemResult], items: Sequence[Any], *, desc:
 def _run_ray(fn, items: list, bar, chunk_size: int | None, num_cpus: float) -> Iterator[ItemResult]:
     import ray
     ensure_ray(worker_logs=False)
-    slots = max(1, int(ray.cluster_resources().get("CPU", 1) / num_cpus))
+    placement = place(DATA, "ingest tasks")
+    slots = max(1, int((placement.cpus or 1) / num_cpus))
     if len(ray.nodes()) == 1:
         # one machine: a local Ray advertises logical CPUs (to avoid data/train deadlocks), but
         # decoding is CPU-bound and each worker process pays a start-up import, so run no more
@@ -306,6 +309,8 @@ def _run_ray(fn, items: list, bar, chunk_size: int | None, num_cpus: float) -> I
         chunk_size = max(1, min(64, math.ceil(len(items) / (4 * slots))))
     chunks = [items[i:i + chunk_size] for i in range(0, len(items), chunk_size)]
     task = ray.remote(num_cpus=num_cpus, max_retries=0)(_run_chunk)
+    if placement.selector is not None:
+        task = task.options(label_selector=placement.selector)
     fn_ref = ray.put(fn)  # the options travel once, not once per chunk
     pending: dict[Any, int] = {}
     done: dict[int, list[ItemResult]] = {}
