@@ -11,6 +11,11 @@ workers cannot deadlock on a small machine), and runs a `TorchTrainer`. A run re
 with the same `name` and `train.storage_path` resumes from its latest checkpoint: Ray Train
 restores its checkpoint manager from storage, and medmix re-opens the same MLflow run.
 
+On a cluster with nodes labelled `medmix-role=train` alive when the run starts, the train
+workers run only there (`ScalingConfig(label_selector=...)`, the rule in `medmix.placement`);
+else anywhere. Each rank records the node it runs on under `<run dir>/ranks/`, and the run
+info (`medmix-run.json`) lists them as `ranks`: rank, node id, IP, host name and role label.
+
 `train.storage_path` and `data.root` may be local paths (made absolute, for workers that run
 elsewhere) or `s3://` URIs (medmix.storage): checkpoints then go to the bucket through Ray
 Train's `storage_filesystem`, and every node reads the store from there — no shared disk.
@@ -19,6 +24,7 @@ Train's `storage_filesystem`, and every node reads the store from there — no s
 from __future__ import annotations
 
 import json
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +34,7 @@ from medmix.config import to_dict
 from medmix.data.tokenizer import ensure_tokenizer
 from medmix.lineage.backend import pin_tracking_uri
 from medmix.lineage.tracker import build_tracker
+from medmix.placement import ROLE_LABEL, TRAIN, place
 from medmix.runtime import ensure_ray, open_run
 from medmix.storage import Location, check_reachable, location, normalize
 
@@ -36,6 +43,8 @@ if TYPE_CHECKING:
     from medmix.lineage.tracker import Tracker
 
 RUN_INFO = "medmix-run.json"
+RANKS = "ranks"
+"""Folder of the run directory where each rank of the latest attempt writes where it runs."""
 
 
 @dataclass
@@ -89,14 +98,17 @@ def build_torch_trainer(cfg: MedmixConfig, run_id: str | None, run_dir: Location
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from medmix.train.loop import train_loop_per_worker
-
+    placement = place(TRAIN, f"train workers of {cfg.name}")
+    # label_selector is Train V2's (the ScalingConfig `ray.train` exports at run time); mypy
+    # reads the V1 class that ray/train/__init__.py imports first
+    scaling = ScalingConfig(  # type: ignore[call-arg]
+        num_workers=cfg.train.num_workers, use_gpu=use_gpu,
+        resources_per_worker={"CPU": cfg.train.cpus_per_worker, **({"GPU": 1} if use_gpu else {})},
+        label_selector=placement.selector)
     return TorchTrainer(
-        train_loop_per_worker,
+        train_loop_on_node,
         train_loop_config={"config": to_dict(cfg), "run_id": run_id, "run_dir": run_dir.uri},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.train.num_workers, use_gpu=use_gpu,
-            resources_per_worker={"CPU": cfg.train.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
+        scaling_config=scaling,
         run_config=RunConfig(
             name=run_dir.name, storage_path=run_dir.parent.path, callbacks=callbacks or [],
             storage_filesystem=None if run_dir.is_local else run_dir.fs,
@@ -109,6 +121,27 @@ def build_torch_trainer(cfg: MedmixConfig, run_id: str | None, run_dir: Location
     )
 
 
+def train_loop_on_node(loop_config: dict) -> None:
+    """Ray Train's entry point: record where this rank runs (`<run dir>/ranks/`), then train."""
+    import ray  # only on Ray Train workers
+    import ray.train
+
+    from medmix.train.loop import train_loop_per_worker  # torch: workers only, not the driver
+    rank = ray.train.get_context().get_world_rank()
+    ctx = ray.get_runtime_context()
+    record = {"rank": rank, "node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+              "hostname": socket.gethostname(), "role": ctx.get_node_labels().get(ROLE_LABEL)}
+    location(loop_config["run_dir"]).join(RANKS, f"rank-{rank:05d}.json").write_text(json.dumps(record))
+    train_loop_per_worker(loop_config)
+
+
+def read_ranks(run_dir: Location | Path | str) -> list[dict]:
+    """Where each rank of the run's latest attempt ran, by rank (see `train_loop_on_node`)."""
+    files = location(run_dir).join(RANKS).files(recursive=False)
+    return sorted((json.loads(f.read_text()) for f in files if f.name.endswith(".json")),
+                  key=lambda r: r["rank"])
+
+
 def train(cfg: MedmixConfig) -> TrainResult:
     """Run (or resume) the training job described by `cfg` and wait for it to finish."""
 
@@ -118,6 +151,7 @@ def train(cfg: MedmixConfig) -> TrainResult:
     run_id = _open_train_run(tracker, cfg, run_dir)
     ensure_ray(cfg.train.num_workers * cfg.train.cpus_per_worker)
     trainer = build_torch_trainer(cfg, run_id, run_dir, use_gpu=use_gpu(cfg))
+    run_dir.join(RANKS).delete()  # a resumed run may have fewer ranks than the last attempt
     t0 = time.time()
     try:
         result = trainer.fit()
@@ -130,7 +164,8 @@ def train(cfg: MedmixConfig) -> TrainResult:
     if checkpoint:
         tracker.set_tags({"medmix.final_checkpoint": checkpoint})
     tracker.end_run(status="FINISHED" if error is None else "FAILED")
-    info = {"run_id": run_id, "checkpoint": checkpoint, "seconds": time.time() - t0}
+    info = {"run_id": run_id, "checkpoint": checkpoint, "seconds": time.time() - t0,
+            "ranks": read_ranks(run_dir)}
     run_dir.join(RUN_INFO).write_text(json.dumps({**_read_info(run_dir), **info}, indent=1))
     return TrainResult(run_dir=run_dir.uri, checkpoint=checkpoint, metrics=metrics, run_id=run_id,
                        error=error)

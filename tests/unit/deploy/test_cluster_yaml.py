@@ -31,3 +31,32 @@ def test_schema_check_is_not_vacuous():
     except jsonschema.ValidationError:
         return
     raise AssertionError("a negative GPU count passed Ray's schema")
+
+
+def test_node_types_carry_the_role_labels_placement_selects_on():
+    """gpu_worker / data_worker carry the labels medmix.placement looks for; the launcher passes
+    `labels` to `ray start` itself (RAY_OVERRIDE_LABELS), so no start command sets other ones."""
+    from medmix.placement import DATA, ROLE_LABEL, TRAIN
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    types = config["available_node_types"]
+    assert types["gpu_worker"]["labels"] == {ROLE_LABEL: TRAIN}
+    assert types["data_worker"]["labels"] == {ROLE_LABEL: DATA}
+    assert "labels" not in types["head"]  # the head runs drivers only: no role
+    # a stage that finds no data node runs anywhere and asks the autoscaler for none
+    assert types["data_worker"]["min_workers"] >= 1
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    assert not any("--labels" in c for c in starts)
+
+
+def test_the_launcher_hands_node_type_labels_to_ray_start(monkeypatch):
+    """What the comment in cluster.yaml relies on: Ray's updater exports a node type's `labels`
+    as RAY_OVERRIDE_LABELS, which `ray start` reads as the node's labels."""
+    import inspect
+
+    from ray._private import ray_constants
+    from ray._private.resource_and_label_spec import ResourceAndLabelSpec
+    from ray.autoscaler._private import updater
+    assert ray_constants.LABELS_ENVIRONMENT_VARIABLE == "RAY_OVERRIDE_LABELS"
+    assert "env_vars[LABELS_ENVIRONMENT_VARIABLE] = self.node_labels" in inspect.getsource(updater)
+    monkeypatch.setenv("RAY_OVERRIDE_LABELS", json.dumps({"medmix-role": "data"}))
+    assert ResourceAndLabelSpec._load_env_labels() == {"medmix-role": "data"}
