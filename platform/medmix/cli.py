@@ -19,7 +19,7 @@ from medmix.options import ConfigError
 from medmix.tasks.spec import UnknownTaskError
 
 # verb module names, in the order `--help` lists them
-VERBS = ["tasks", "synth", "data", "tokenizer", "ingest", "train", "sweep", "evaluate", "report", "submit", "lineage", "model", "export", "call-variants", "serve", "demo", "metrics", "tracking-server"]
+VERBS = ["tasks", "synth", "data", "tokenizer", "ingest", "train", "sweep", "evaluate", "report", "submit", "deploy", "lineage", "model", "export", "call-variants", "serve", "demo", "metrics", "tracking-server"]
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if getattr(args, "verb", None) == "submit":
+    if getattr(args, "verb", None) in ("submit", "deploy"):
         if "--" in extra:  # `-- ARGS`: ARGS go to the job even where medmix knows them (--dry-run)
             extra.remove("--")
         args.job_args = extra  # everything medmix does not know goes to the job

@@ -97,8 +97,9 @@ def _model_arg(spec: str) -> str:
     return str(path.resolve()) if path.exists() else spec
 
 
-def serve_config(cfg, models: list[str]) -> dict[str, Any]:
-    """A Ray Serve config (`serve deploy` / `serve run`) for these models and settings."""
+def serve_config(cfg, models: list[str], runtime_env: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Ray Serve config (`serve deploy` / `serve run`) for these models and settings; `runtime_env`
+    (what `medmix deploy kuberay serve` carries: the tracking URI) goes to the application."""
     s = cfg.serve
     if not models:
         raise ValueError("no model to serve: give --model medmix@champion, medmix/N, an export or a checkpoint")
@@ -116,23 +117,30 @@ def serve_config(cfg, models: list[str]) -> dict[str, Any]:
             "import_path": "medmix.serve.app:build_app",
             "args": {"models": [_model_arg(m) for m in models], **sections},
             "deployments": deployments,
+            **({"runtime_env": runtime_env} if runtime_env else {}),
         }],
     }
 
 
-def emit_config(cfg, models: list[str], path: str | Path | None = None) -> str:
-    """The YAML text of `serve_config`, validated by Ray's schema; written to `path` if given."""
+def serve_config_yaml(cfg, models: list[str], runtime_env: dict[str, Any] | None = None) -> str:
+    """`serve_config` as YAML, checked by Ray's own schema of the file `serve deploy` reads
+    (and of a KubeRay RayService's serveConfigV2)."""
     import yaml
     from ray.serve.schema import ServeDeploySchema
-    data = serve_config(cfg, models)
-    ServeDeploySchema.model_validate(data)  # Ray's own check of the file `serve deploy` reads
+    data = serve_config(cfg, models, runtime_env)
+    ServeDeploySchema.model_validate(data)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def emit_config(cfg, models: list[str], path: str | Path | None = None) -> str:
+    """The YAML text of `serve_config` with a header saying how to deploy it; written to `path` if given."""
     header = ("# Ray Serve config for medmix, written by `medmix serve --emit-config`.\n"
               "# Deploy: serve deploy THIS_FILE  (RAY_ADDRESS or --address names the cluster)\n"
               "# The API token is not in this file: set MEDMIX_API_TOKEN in the cluster's environment\n"
               "# (or add runtime_env: {env_vars: {MEDMIX_API_TOKEN: ...}} to the application).\n"
               "# Export directories given as paths must exist on the cluster's nodes; registry\n"
               "# references (medmix@champion) are fetched there from lineage.tracking_uri.\n")
-    text = header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    text = header + serve_config_yaml(cfg, models)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
