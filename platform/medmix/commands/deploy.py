@@ -69,7 +69,8 @@ def add_parser(sub) -> None:
     p.add_argument("--working-dir", default=IMAGE_WORKDIR,
                    help=f"the RayJob's working_dir, a path in the image or a remote URI (default: {IMAGE_WORKDIR})")
     p.add_argument("--python", default="python", help="interpreter in the image (default: python)")
-    add_job_env_args(p)
+    add_job_env_args(p, env_help="environment variable every Ray container reads from key NAME of the "
+                                 "Kubernetes Secret --secret (repeatable); no value enters the manifest")
     p.set_defaults(func=run)
 
 

@@ -62,7 +62,11 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def add_job_env_args(p: argparse.ArgumentParser) -> None:
+ENV_HELP = ("copy this shell's value of environment variable NAME into the job (repeatable), "
+            "e.g. --env AWS_SECRET_ACCESS_KEY; values are never printed (shown as ***)")
+
+
+def add_job_env_args(p: argparse.ArgumentParser, env_help: str = ENV_HELP) -> None:
     """--tracking-uri and --env: what every process of a job must see, for submit and deploy alike."""
     p.add_argument("--tracking-uri", default=None, metavar="URI",
                    help=f"MLflow tracking server the job records to, carried as ${TRACKING_ENV} (default: "
@@ -70,9 +74,7 @@ def add_job_env_args(p: argparse.ArgumentParser) -> None:
                         f"`mlflow server` URI (`medmix tracking-server`); a sqlite file or local path is "
                         f"refused. --tracking-uri '' carries none, and the job's driver then uses the "
                         f"cluster's own ${TRACKING_ENV}, else a sqlite file under lineage.root on its node")
-    p.add_argument("--env", action="append", default=[], metavar="NAME",
-                   help="copy this shell's value of environment variable NAME into the job (repeatable), "
-                        "e.g. --env AWS_SECRET_ACCESS_KEY; values are never printed (shown as ***)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME", help=env_help)
 
 
 @dataclass(frozen=True)
