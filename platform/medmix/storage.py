@@ -278,6 +278,28 @@ def normalize(path_or_uri: str | os.PathLike) -> str:
     return text.rstrip("/") if is_uri(text) else str(Path(text).expanduser().resolve())
 
 
+def cache_root() -> Path:
+    """Where this process keeps local copies of what lives on object storage:
+    `$MEDMIX_CACHE_DIR`, else `$XDG_CACHE_HOME/medmix`, else `~/.cache/medmix`."""
+    explicit = os.environ.get("MEDMIX_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser().resolve() / "medmix"
+
+
+def local_dir(root: str | os.PathLike, *parts: str) -> Path:
+    """A local folder for files derived from `root` (downloaded registry versions, exports made
+    for serving): under `root` itself when it is a local path, else in the cache
+    (`cache_root()/s3/<bucket>/<key>/...`), never in the current directory — a job whose every
+    path is a URI leaves its working directory as it found it."""
+    text = str(root)
+    if not is_uri(text) or urlsplit(text).scheme == "file":
+        return Path(location(text).path).joinpath(*parts)
+    split = urlsplit(text)
+    return cache_root().joinpath(split.scheme, split.netloc, *split.path.strip("/").split("/"), *parts)
+
+
 def _endpoint() -> str:
     """The S3 endpoint this process talks to, for error messages."""
     endpoint, scheme = _env_endpoint()

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from medmix.config import config_from_dict, flatten, to_dict
 from medmix.evaluate.report import markdown_table
 from medmix.lineage.tracker import build_tracker
+from medmix.storage import local_dir
 from medmix.tasks import get_task
 from medmix.train.launcher import prepare, train
 
@@ -157,7 +158,7 @@ def transfer_report(cfg: MedmixConfig, tasks: Sequence[str] | None = None, ablat
                              f"{counts.get(t, {})})")
     if ablate and (ablate not in tasks or len(tasks) < 2):
         ablate = None
-    out = Path(out_dir) if out_dir else Path(cfg.lineage.root) / "transfer" / f"{cfg.name}-{_key(cfg, tasks)}"
+    out = Path(out_dir) if out_dir else local_dir(cfg.lineage.root, "transfer", f"{cfg.name}-{_key(cfg, tasks)}")
     storage, reports = (out / "checkpoints").resolve(), out / "eval"
     runs = [train_and_evaluate(cfg, "generalist", f"{cfg.name}-generalist", storage,
                                {"tasks": list(tasks), "exclude": []}, list(tasks), list(tasks), reports)]

@@ -42,6 +42,10 @@ def tracking_uri(cfg: TrackerConfig) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI", "")
     if env:
         return env
+    if "://" in cfg.root and not cfg.root.startswith("file:"):
+        raise LineageError(f"lineage.root = {cfg.root} is on object storage, where no sqlite store can "
+                           f"live: point lineage.tracking_uri (or $MLFLOW_TRACKING_URI) at an `mlflow "
+                           f"server` (`medmix tracking-server`), or make lineage.root a local folder")
     return f"sqlite:///{Path(cfg.root).resolve() / 'mlflow.db'}"
 
 

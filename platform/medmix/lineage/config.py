@@ -13,6 +13,8 @@ class TrackerConfig:
 
     enabled: bool = option(True, "record runs in MLflow")
     tracking_uri: str = option("", "MLflow tracking URI; '' = $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db")
-    root: str = option("medmix-runs", "local directory for the default sqlite store and artifacts")
+    root: str = option("medmix-runs", "folder or s3:// URI: the default sqlite store and artifacts (a local "
+                       "folder only), default exports; local copies of a URI root go to the cache "
+                       "($MEDMIX_CACHE_DIR, else ~/.cache/medmix)")
     experiment: str = option("medmix", "MLflow experiment name")
     registered_model: str = option("medmix", "model registry name that `medmix export` registers versions under")

@@ -25,6 +25,7 @@ from typing import Any, Collection, Mapping
 from medmix.lineage import backend
 from medmix.lineage.backend import LineageError
 from medmix.lineage.config import TrackerConfig
+from medmix.storage import local_dir
 
 # model-version tags `medmix lineage` follows (callers pass them to `register_export`)
 TAG_RUN_ID = "run_id"
@@ -173,7 +174,7 @@ def resolve_model_uri(uri: str | Path, cfg: TrackerConfig | None = None,
                            f"like medmix/3 or medmix@champion")
     cfg = cfg or TrackerConfig()
     info = get_version(cfg, ref.name, ref.version or ref.alias)
-    dst = Path(dst) if dst else Path(cfg.root) / "models" / info.name / info.version
+    dst = Path(dst) if dst else local_dir(cfg.root, "models", info.name, info.version)
     done = dst / ".medmix-complete"
     if done.exists():
         return dst

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from medmix.lineage.registry import get_version, parse_model_ref, resolve_model_uri
 from medmix.model.export_meta import CONFIG_FILE, LINEAGE_FILE, WEIGHTS_FILE, ExportMeta, is_export
-from medmix.storage import check_reachable, download, is_uri
+from medmix.storage import check_reachable, download, is_uri, local_dir
 
 if TYPE_CHECKING:
     from medmix.lineage.config import TrackerConfig
@@ -102,7 +102,7 @@ def resolve(ref: str | Path, lineage_cfg: TrackerConfig, workdir: str | Path | N
         raise FileNotFoundError(f"{ref}: neither an export ({CONFIG_FILE} + {WEIGHTS_FILE}) nor a training "
                                 f"checkpoint (a step-NNNNNN directory with {LINEAGE_FILE}, or a run directory "
                                 f"holding them)")
-    into = Path(workdir) if workdir is not None else Path(lineage_cfg.root) / "exports"
+    into = Path(workdir) if workdir is not None else local_dir(lineage_cfg.root, "exports")
     return _from_checkpoint(str(ref), checkpoint.resolve(), into)
 
 
@@ -110,7 +110,7 @@ def _from_object_storage(ref: str, lineage_cfg: TrackerConfig, workdir: str | Pa
     """An export (or a checkpoint / run directory) at an s3:// URI, downloaded once into
     `<workdir or lineage.root/exports>/s3/<bucket>/<key>`: serving and evaluation read local files."""
     loc = check_reachable(ref)
-    into = Path(workdir) if workdir is not None else Path(lineage_cfg.root) / "exports"
+    into = Path(workdir) if workdir is not None else local_dir(lineage_cfg.root, "exports")
     local = into / "s3" / loc.path.strip("/")
     if not is_export(local):
         if loc.join(CONFIG_FILE).is_file() and loc.join(WEIGHTS_FILE).is_file():
