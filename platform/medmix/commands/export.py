@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from medmix.config import config_from_dict
+from medmix.lineage.registry import set_alias
 from medmix.model.export_meta import CONFIG_FILE
 from medmix.model.resolve import checkpoint_label, slug
 from medmix.storage import check_reachable, is_uri, location, upload
@@ -26,6 +27,9 @@ def add_parser(sub) -> None:
                                  "export or none")
     p.add_argument("--bf16", action="store_true", help="store weights in bfloat16 (half the size)")
     p.add_argument("--no-register", action="store_true", help="write the files only")
+    p.add_argument("--alias", default=None, metavar="NAME",
+                   help="also point the registry alias NAME (e.g. champion) at the new version, so "
+                        "`medmix serve --model medmix@NAME` serves it")
     p.add_argument("--tracking-root", default=None,
                    help="lineage root holding the MLflow store (default: the checkpoint's own config)")
     p.set_defaults(func=run)
@@ -37,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from medmix.train.checkpoint import latest_checkpoint, read_meta
     from medmix.train.export import export_checkpoint, register_checkpoint_export
 
+    if args.alias and args.no_register:
+        raise ValueError("--alias points an alias at the version this export registers: drop --no-register")
     ckpt = latest_checkpoint(args.checkpoint)   # a local folder or an s3:// URI
     meta = read_meta(ckpt)
     cfg = config_from_dict(meta["config"])
@@ -44,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.lineage.root = args.tracking_root
     # where `medmix serve --model CHECKPOINT` looks for (and reuses) this checkpoint's export
     label = slug(checkpoint_label(Path(ckpt), meta))
-    dest = args.out or str(Path(cfg.lineage.root) / "exports" / label)
+    dest = args.out or location(cfg.lineage.root).join("exports", label).uri
     if is_uri(dest):
         check_reachable(dest)   # endpoint, credentials, bucket: before the export is built
     with tempfile.TemporaryDirectory(prefix="medmix-export-") as scratch:
@@ -59,4 +65,7 @@ def run(args: argparse.Namespace) -> int:
             if version:
                 print(f"registered {cfg.lineage.registered_model}/{version}  "
                       f"(lineage: medmix lineage {cfg.lineage.registered_model}/{version})")
+                if args.alias:
+                    set_alias(cfg.lineage, cfg.lineage.registered_model, args.alias, version)
+                    print(f"{cfg.lineage.registered_model}@{args.alias} -> version {version}")
     return 0

@@ -26,6 +26,8 @@ from typing import Any
 import ray
 from ray import serve
 
+from medmix.lineage.backend import pin_tracking_uri
+from medmix.lineage.registry import parse_model_ref
 from medmix.runtime import ensure_ray as ensure
 from medmix.serve.app import INGRESS_NAME, MODEL_NAME, build_application, deployment_options
 from medmix.serve.auth import token_digest
@@ -72,6 +74,9 @@ def describe(url: str, entries: list[ModelEntry], auth: bool) -> str:
 
 def serve_forever(cfg, models: list[str], *, detach: bool = False, out=print) -> int:
     """Resolve models, deploy, print how to reach it, block until Ctrl-C (then shut down)."""
+    if any(parse_model_ref(m) for m in models):
+        # replicas on other nodes fetch registry versions from exactly this server
+        pin_tracking_uri(cfg.lineage)
     entries = resolve_models(models, cfg.lineage)
     digest = token_digest()
     url = start(cfg, entries, digest)
