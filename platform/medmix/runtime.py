@@ -50,8 +50,10 @@ def ensure_ray(num_cpus_needed: float = 0.0, *, worker_logs: bool | None = None)
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=worker_logs, configure_logging=False)
         return
-    ray.init(num_cpus=local_num_cpus(num_cpus_needed), include_dashboard=True, configure_logging=False,
-             log_to_driver=worker_logs)
+    # address="local": a new cluster of our own, even where another `ray start` on this machine
+    # left its address behind (connect to that one with RAY_ADDRESS)
+    ray.init(address="local", num_cpus=local_num_cpus(num_cpus_needed), include_dashboard=True,
+             configure_logging=False, log_to_driver=worker_logs)
 
 
 def open_run(tracker: Tracker, cfg: MedmixConfig, *, kind: str, name: str,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -30,11 +31,17 @@ STEPS = 3
 
 def test_stages_run_on_the_nodes_labelled_for_them(tiny_suite, tmp_path):
     out = tmp_path / "placement.json"
+    # RAY_TMPDIR: the Cluster's address file stays out of /tmp/ray, where a plain `ray.init()` of
+    # another test process running beside this one would find it and connect
     env = {**os.environ, "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "MEDMIX_QUIET_WORKERS": "1",
+           "RAY_TMPDIR": f"/tmp/mmx-pl-{os.getpid()}",
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     t0 = time.time()
-    proc = subprocess.run([sys.executable, __file__, tiny_suite, str(tmp_path), str(out)], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    try:
+        proc = subprocess.run([sys.executable, __file__, tiny_suite, str(tmp_path), str(out)], env=env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=240)
+    finally:
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     got = json.loads(out.read_text())
     nodes = got["nodes"]
