@@ -8,7 +8,8 @@ In the order the Trainer calls them (lower `order` first):
   30 PrometheusExport  every report as `ray_medmix_*` gauges (through Ray's metrics agent)
   40 MLflowLog         rank 0 logs metrics and records each checkpoint in the lineage tracker
   90 RayTrainReport    `ray.train.report` of every report, with the checkpoint when there is one
-  99 FaultInjection    test-only: `debug.fail_at_step` kills one worker once per run
+  99 FaultInjection    test-only: `debug.fail_at_step` kills one worker, `debug.pause_at_step`
+                       holds rank 0, each once per run
 
 `train/loop.py` assembles them for a Ray Train worker; a run in one process without Ray uses
 any subset (`Trainer(..., callbacks=[ConsoleLog(...)])`).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from medmix.train.config import DebugConfig
 from medmix.train.trainer import Callback, Trainer
 
 FAULT_MARKER = ".medmix-fault-injected"
+PAUSE_MARKER = ".medmix-paused"
 
 
 def checkpoint_uri(run_dir: Path | Location | str, step: int) -> str:
@@ -169,7 +172,8 @@ class RayTrainReport(Callback):
 
 
 class FaultInjection(Callback):
-    """Test hook: kill this worker process right after `debug.fail_at_step`, once per run."""
+    """Test hooks: kill this worker process right after `debug.fail_at_step`, or hold rank 0 for
+    `debug.pause_s` right after `debug.pause_at_step`; each once per run."""
 
     order = 99
 
@@ -179,9 +183,20 @@ class FaultInjection(Callback):
 
     def post_step(self, trainer: Trainer) -> None:
         d = self.debug
+        if d.pause_at_step and trainer.step == d.pause_at_step and trainer.rank == 0:
+            self._pause(trainer)
         if not d.fail_at_step or trainer.step != d.fail_at_step or trainer.rank != d.fail_rank:
             return
         if self.marker.exists():
             return
         self.marker.write_text(f"killed rank {trainer.rank} after step {trainer.step}\n")
         os._exit(1)
+
+    def _pause(self, trainer: Trainer) -> None:
+        """Sleep once per run (the other ranks wait in the next step's collectives); the
+        marker, written first, tells a test that the checkpoint of this step is reported."""
+        marker = self.marker.with_name(PAUSE_MARKER)
+        if marker.exists():
+            return
+        marker.write_text(f"rank 0 paused after step {trainer.step}\n")
+        time.sleep(self.debug.pause_s)

@@ -44,3 +44,6 @@ class DebugConfig:
 
     fail_at_step: int = option(0, "kill a train worker right after this step, once per run (0 = never)", ge=0)
     fail_rank: int = option(0, "which rank the injected fault kills", ge=0)
+    pause_at_step: int = option(0, "rank 0 sleeps debug.pause_s right after this step (and its checkpoint), "
+                                   "once per run: a window for a test to kill a node (0 = never)", ge=0)
+    pause_s: float = option(60.0, "how long the debug.pause_at_step pause lasts", ge=0)
