@@ -8,8 +8,9 @@ In the order the Trainer calls them (lower `order` first):
   30 PrometheusExport  every report as `ray_medmix_*` gauges (through Ray's metrics agent)
   40 MLflowLog         rank 0 logs metrics and records each checkpoint in the lineage tracker
   90 RayTrainReport    `ray.train.report` of every report, with the checkpoint when there is one
-  99 FaultInjection    test-only: `debug.fail_at_step` kills one worker, `debug.pause_at_step`
-                       holds rank 0, each once per run
+  99 FaultInjection    test-only: `debug.fail_at_step` / `debug.fail_in_checkpoint_at_step` kill
+                       one worker, `debug.pause_at_step` holds rank 0, each once per run
+ 100 CheckpointCommit  after every rank stored its part, rank 0 writes the checkpoint's COMMITTED
 
 `train/loop.py` assembles them for a Ray Train worker; a run in one process without Ray uses
 any subset (`Trainer(..., callbacks=[ConsoleLog(...)])`).
@@ -26,6 +27,7 @@ from typing import Any
 
 from medmix.observability.metrics import record_train_metrics
 from medmix.storage import Location, location
+from medmix.train.checkpoint import COMMIT_FILE, META_FILE, write_meta
 from medmix.train.config import DebugConfig
 from medmix.train.trainer import Callback, Trainer
 
@@ -166,14 +168,38 @@ class RayTrainReport(Callback):
     def post_checkpoint(self, trainer: Trainer, path: str, meta: dict[str, Any], metrics: dict[str, float]) -> None:
         import ray.train
         from ray.train import Checkpoint
+        local_meta = Path(path) / META_FILE
+        if local_meta.exists():   # rank 0: whole only with the COMMIT_FILE that CheckpointCommit writes
+            write_meta(path, {**json.loads(local_meta.read_text()), "commit": True})
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(path),
                          checkpoint_dir_name=f"step-{trainer.step:06d}")
         trainer.parent_checkpoint = checkpoint_uri(self.run_dir, trainer.step)
 
 
+class CheckpointCommit(Callback):
+    """Once every rank has stored its part of a checkpoint (a barrier after each rank's upload),
+    rank 0 writes the checkpoint's COMMIT_FILE: export, serve and `find_latest_checkpoint` take
+    only committed checkpoints, so a worker killed mid-upload leaves nothing they would pick."""
+
+    order = 100
+
+    def __init__(self, run_dir: Path | Location | str):
+        self.run_dir = location(run_dir)
+
+    def post_checkpoint(self, trainer: Trainer, path: str, meta: dict[str, Any], metrics: dict[str, float]) -> None:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+        if trainer.rank == 0:
+            self.run_dir.join(f"step-{trainer.step:06d}", COMMIT_FILE).write_text(
+                f"step {trainer.step}: every rank's part is stored\n")
+
+
 class FaultInjection(Callback):
-    """Test hooks: kill this worker process right after `debug.fail_at_step`, or hold rank 0 for
-    `debug.pause_s` right after `debug.pause_at_step`; each once per run."""
+    """Test hooks: kill this worker process right after `debug.fail_at_step`, or inside the
+    checkpoint of `debug.fail_in_checkpoint_at_step` (its part stored, the checkpoint not yet
+    committed), or hold rank 0 for `debug.pause_s` right after `debug.pause_at_step`; each once
+    per run."""
 
     order = 99
 
@@ -181,15 +207,23 @@ class FaultInjection(Callback):
         self.debug = debug
         self.marker = location(run_dir).join(FAULT_MARKER)
 
+    def post_checkpoint(self, trainer: Trainer, path: str, meta: dict[str, Any], metrics: dict[str, float]) -> None:
+        d = self.debug
+        if d.fail_in_checkpoint_at_step == trainer.step and trainer.rank == d.fail_rank:
+            self._fail(trainer, "after storing its part of the checkpoint, before the commit")
+
     def post_step(self, trainer: Trainer) -> None:
         d = self.debug
         if d.pause_at_step and trainer.step == d.pause_at_step and trainer.rank == 0:
             self._pause(trainer)
         if not d.fail_at_step or trainer.step != d.fail_at_step or trainer.rank != d.fail_rank:
             return
+        self._fail(trainer, f"after step {trainer.step}")
+
+    def _fail(self, trainer: Trainer, when: str) -> None:
         if self.marker.exists():
             return
-        self.marker.write_text(f"killed rank {trainer.rank} after step {trainer.step}\n")
+        self.marker.write_text(f"killed rank {trainer.rank} {when}\n")
         os._exit(1)
 
     def _pause(self, trainer: Trainer) -> None:

@@ -5,7 +5,9 @@ A checkpoint directory holds
     and optimizer *tensors*; each rank writes only its own shards, so saving scales with the
     cluster and loading reshards onto a different number of workers (2 -> 1 works);
   - `medmix.json`: step, resolved config, data-plan state, optimizer hyper-parameters,
-    scheduler step, RNG states, shard/tokenizer digests, MLflow run id, metrics, parent.
+    scheduler step, RNG states, shard/tokenizer digests, MLflow run id, metrics, parent;
+  - `COMMITTED`: written last, once every rank's part is stored (a checkpoint without it is
+    torn and never resumed, exported or served).
 Non-tensor state lives in JSON on purpose: nothing medmix writes needs unpickling to resume
 (DCP's own `.metadata` index is the one pickle, written and read by torch itself).
 
@@ -31,6 +33,8 @@ from torch import nn
 from medmix.storage import location
 
 META_FILE = "medmix.json"
+COMMIT_FILE = "COMMITTED"
+"""Written into a checkpoint after every rank has uploaded its part (see `is_committed`)."""
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -42,25 +46,44 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def find_latest_checkpoint(path: str | os.PathLike) -> Path | str | None:
-    """`path` itself if it is a checkpoint, else its latest `step-NNNNNN` checkpoint, else None.
-    A local path gives a Path; an `s3://` URI gives the checkpoint's URI."""
+    """`path` itself if it is a whole checkpoint, else its latest whole `step-NNNNNN` checkpoint,
+    else None. A local path gives a Path; an `s3://` URI gives the checkpoint's URI. A torn
+    checkpoint (see `is_committed`) is never picked."""
     loc = location(path)
     if loc.join(META_FILE).is_file():
-        return loc.local_path() if loc.is_local else loc.uri
+        return (loc.local_path() if loc.is_local else loc.uri) if is_committed(loc) else None
     if loc.is_local:
-        steps = sorted(Path(loc.path).glob(f"step-*/{META_FILE}"))
-        return steps[-1].parent if steps else None
+        steps = [p.parent for p in sorted(Path(loc.path).glob(f"step-*/{META_FILE}"))]
+        return next((s for s in reversed(steps) if is_committed(s)), None)
     metas = [f for f in loc.files(recursive=True) if f.name == META_FILE
              and f.parent.name.startswith("step-") and f.parent.parent.path == loc.path]
-    return max(metas, key=lambda f: f.parent.name).parent.uri if metas else None
+    remote = sorted((f.parent for f in metas), key=lambda d: d.name)
+    return next((s.uri for s in reversed(remote) if is_committed(s)), None)
 
 
 def latest_checkpoint(path: str | os.PathLike) -> Path | str:
-    """A checkpoint directory, or a run directory's latest checkpoint; FileNotFoundError otherwise."""
+    """A whole checkpoint directory, or a run directory's latest; FileNotFoundError otherwise."""
     found = find_latest_checkpoint(path)
     if found is None:
+        if location(path).join(META_FILE).is_file():
+            raise FileNotFoundError(f"{path} is a torn checkpoint: its {COMMIT_FILE} is missing (a worker "
+                                    f"died while the checkpoint was being written); use an earlier step")
         raise FileNotFoundError(f"{path} holds no medmix checkpoint (no step-*/{META_FILE})")
     return found
+
+
+def is_committed(path: str | os.PathLike) -> bool:
+    """Whether the checkpoint at `path` is whole. Every rank uploads its own shards, and rank 0
+    its medmix.json, independently: a worker killed mid-upload leaves a folder that has a
+    medmix.json but not every shard. A checkpoint whose medmix.json says `commit` is whole only
+    once its COMMIT_FILE exists, written after every rank has finished (callbacks.CheckpointCommit);
+    older checkpoints, without the key, are taken as they are."""
+    loc = location(path)
+    try:
+        meta = json.loads(loc.join(META_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return not meta.get("commit") or loc.join(COMMIT_FILE).is_file()
 
 
 def write_meta(path: str | os.PathLike, meta: dict[str, Any]) -> None:

@@ -43,6 +43,9 @@ class DebugConfig:
     """Test-only hooks: injected faults that prove recovery works. Leave at defaults in real runs."""
 
     fail_at_step: int = option(0, "kill a train worker right after this step, once per run (0 = never)", ge=0)
+    fail_in_checkpoint_at_step: int = option(0, "kill a train worker inside the checkpoint of this step, after "
+                                                "its part is stored and before the commit, once per run (0 = never)",
+                                             ge=0)
     fail_rank: int = option(0, "which rank the injected fault kills", ge=0)
     pause_at_step: int = option(0, "rank 0 sleeps debug.pause_s right after this step (and its checkpoint), "
                                    "once per run: a window for a test to kill a node (0 = never)", ge=0)

@@ -160,6 +160,7 @@ def train(cfg: MedmixConfig) -> TrainResult:
         raise
     metrics = dict(result.metrics or {})
     checkpoint = checkpoint_location(run_dir, result.checkpoint.path) if result.checkpoint else None
+    commit_registered(run_dir, [c.path for c, _ in (result.best_checkpoints or [])])
     error = str(result.error) if result.error else None
     if checkpoint:
         tracker.set_tags({"medmix.final_checkpoint": checkpoint})
@@ -169,6 +170,17 @@ def train(cfg: MedmixConfig) -> TrainResult:
     run_dir.join(RUN_INFO).write_text(json.dumps({**_read_info(run_dir), **info}, indent=1))
     return TrainResult(run_dir=run_dir.uri, checkpoint=checkpoint, metrics=metrics, run_id=run_id,
                        error=error)
+
+
+def commit_registered(run_dir: Location, paths: list[str]) -> None:
+    """Commit the checkpoints Ray Train registered (every rank reported its part, so each is
+    whole) that lack a COMMITTED: a trial that Tune stopped right after a report, before its
+    workers' own commit, keeps its last checkpoint usable."""
+    from medmix.train.checkpoint import COMMIT_FILE, META_FILE  # torch: only once a run has ended
+    for path in paths:
+        ckpt = location(checkpoint_location(run_dir, path))
+        if ckpt.join(META_FILE).is_file() and not ckpt.join(COMMIT_FILE).is_file():
+            ckpt.join(COMMIT_FILE).write_text("registered by Ray Train: every rank reported its part\n")
 
 
 def _read_info(run_dir: Location | Path | str) -> dict:

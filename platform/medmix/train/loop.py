@@ -20,8 +20,8 @@ from medmix.data.tokenizer import load_tokenizer
 from medmix.lineage.tracker import build_tracker
 from medmix.model import build_model
 from medmix.storage import Location, location
-from medmix.train.callbacks import (ConsoleLog, ExampleLedger, FaultInjection, MLflowLog, PrometheusExport,
-                                    RayTrainReport, checkpoint_uri)
+from medmix.train.callbacks import (CheckpointCommit, ConsoleLog, ExampleLedger, FaultInjection, MLflowLog,
+                                    PrometheusExport, RayTrainReport, checkpoint_uri)
 from medmix.train.fsdp import apply_ac, apply_compile, apply_fsdp
 from medmix.train.optim import build_optimizer
 from medmix.train.trainer import Callback, Trainer
@@ -69,7 +69,7 @@ def run_callbacks(cfg: MedmixConfig, run_id: str | None, run_dir: Location, rank
     """What a Ray Train worker does around the loop, in order (see train/callbacks.py)."""
     callbacks: list[Callback] = [ExampleLedger(run_dir, rank), ConsoleLog(cfg.train.steps),
                                  PrometheusExport(cfg.name), RayTrainReport(run_dir),
-                                 FaultInjection(cfg.debug, run_dir)]
+                                 FaultInjection(cfg.debug, run_dir), CheckpointCommit(run_dir)]
     if rank == 0 and run_id:
         tracker = build_tracker(cfg.lineage)
         tracker.start_run(cfg.name, run_id=run_id)  # re-open the driver's run

@@ -45,7 +45,7 @@ from medmix.runtime import ensure_ray, open_run
 from medmix.storage import location
 from medmix.train.callbacks import read_ledger
 from medmix.train.checkpoint import read_meta
-from medmix.train.launcher import RUN_INFO, absolutize, build_torch_trainer, prepare
+from medmix.train.launcher import RUN_INFO, absolutize, build_torch_trainer, commit_registered, prepare
 from medmix.train.launcher import use_gpu as launcher_use_gpu
 from medmix.tune.champion import crown
 from medmix.tune.law import TrialTable, normalise_records, write_trials
@@ -336,6 +336,8 @@ def summarise_trial(result: Any, cfg: MedmixConfig, space: SearchSpace, sweep_di
     run_dir = sweep_dir / TRIALS_DIR / trial_id
     step = int(metrics.get("step", 0))
     checkpoint = metrics.get("checkpoint_path")
+    if checkpoint:   # registered by Ray Train, so whole, even if ASHA stopped it before its commit
+        commit_registered(location(run_dir), [str(checkpoint)])
     if result.error is not None:
         status = "error"
     elif step >= cfg.train.steps:

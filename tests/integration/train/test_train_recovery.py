@@ -127,3 +127,30 @@ def test_resume_onto_fewer_workers_and_export_lineage(uninterrupted, tmp_path, t
     chain = capsys.readouterr().out
     for needle in ("step-000012", result.run_id, "cxr_report", "synth"):
         assert needle in chain, f"lineage output lacks {needle}:\n{chain}"
+
+
+def test_a_worker_killed_inside_a_checkpoint_leaves_nothing_export_would_pick(tmp_path, tiny_suite, ray_local, capsys):
+    """Rank 1 dies after storing its part of the step-6 checkpoint, before the commit (no restarts
+    left): step-000006 holds every file but COMMITTED, and neither a run-directory lookup nor
+    `medmix export` takes it."""
+    from medmix.cli import main
+    from medmix.train.checkpoint import COMMIT_FILE, META_FILE, find_latest_checkpoint
+    from medmix.train.launcher import train
+    cfg = suite_config(tmp_path, tiny_suite, "name=torn", *STEPS, "train.steps=6", "debug.fail_in_checkpoint_at_step=6",
+                       "debug.fail_rank=1", "train.max_failures=0", "lineage.enabled=false")
+    try:
+        failed = train(cfg).error is not None
+    except Exception:  # noqa: BLE001 - Ray Train raises once no restart is left
+        failed = True
+    assert failed, "the run survived a fault with no restarts left"
+    run_dir = tmp_path / "runs" / "checkpoints" / "torn"
+    torn = run_dir / "step-000006"
+    assert (torn / META_FILE).is_file() and list(torn.glob("*.distcp")) and not (torn / COMMIT_FILE).exists()
+    assert (run_dir / "step-000003" / COMMIT_FILE).is_file()
+    assert find_latest_checkpoint(run_dir) == run_dir / "step-000003"
+    capsys.readouterr()
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "export"), "--no-register"]) == 0
+    assert json.loads((tmp_path / "export" / "medmix.json").read_text())["step"] == 3
+    assert main(["export", str(torn), "--out", str(tmp_path / "torn-export"), "--no-register"]) == 1
+    assert "step-000006 is a torn checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "torn-export").exists()

@@ -39,6 +39,9 @@ def test_latest_checkpoint_of_an_s3_run_directory_is_its_highest_step(s3_env):
     for step in (3, 10, 6):
         run_dir.join(f"step-{step:06d}", META_FILE).write_text(json.dumps({"step": step}))
     run_dir.join("step-000012", "model.distcp").write_bytes(b"x")  # no medmix.json: not a checkpoint
+    # torn: medmix.json asks for a commit that never came (a worker died mid-upload)
+    run_dir.join("step-000014", META_FILE).write_text(json.dumps({"step": 14, "commit": True}))
     assert find_latest_checkpoint(run_dir.uri) == f"{run_dir.uri}/step-000010"
+    assert find_latest_checkpoint(f"{run_dir.uri}/step-000014") is None
     assert find_latest_checkpoint(f"{run_dir.uri}/step-000003") == f"{run_dir.uri}/step-000003"
     assert find_latest_checkpoint(f"{run_dir.uri}/nothing") is None
