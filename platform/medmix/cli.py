@@ -88,7 +88,8 @@ def _is_user_error(exc: Exception) -> bool:
     """Errors that describe bad input (file, row, field) print without a traceback."""
     from medmix.data.schema import RowError
     from medmix.data.store import StoreError
-    user = (RowError, StoreError, UnknownTaskError, FileNotFoundError, ValueError)
+    from medmix.storage import StorageError
+    user = (RowError, StoreError, StorageError, UnknownTaskError, FileNotFoundError, ValueError)
     extra = []
     try:
         from medmix.data.ingest.common import IngestError
