@@ -10,6 +10,10 @@ PIP      := $(PY) -m pip
 HAS_GPU  := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 CONSTRAINTS := $(if $(HAS_GPU),,-c constraints/cpu.txt)
 PYTEST_ARGS ?=
+# The suite runs on this many pytest-xdist workers, each test file whole on one worker (its
+# module fixtures are set up once); 0 runs it in this process. Most of the suite's time is
+# process start-up and waiting (Ray actors, servers), so two workers overlap on two cores.
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup system-deps typecheck demo test test-gpu clean help
 
@@ -50,7 +54,7 @@ typecheck: setup
 
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
 test: setup system-deps typecheck
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 test-gpu: setup

@@ -258,8 +258,19 @@ class MLflowTracker(Tracker):
                              profile=json.dumps({"rows": d.rows, "splits": d.splits, "digest": d.digest}))
             inputs.append(DatasetInput(entity, tags=[InputTag("mlflow.data.context", context),
                                                      InputTag("medmix.digest", d.digest)]))
-        if inputs:
-            self.client.log_inputs(self._current(), datasets=inputs)
+        if not inputs:
+            return
+        # The store finds-or-creates each dataset row, not atomically: two runs that log the same
+        # dataset at the same moment (jobs started together, sweep trials) can both try to create
+        # it, and the loser gets a UNIQUE-constraint error. The row exists by then; log again.
+        for attempt in range(4):
+            try:
+                self.client.log_inputs(self._current(), datasets=inputs)
+                return
+            except Exception as exc:  # noqa: BLE001 - MlflowException/RestException, by message
+                if attempt == 3 or "UNIQUE constraint" not in str(exc) and "IntegrityError" not in str(exc):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)

@@ -4,7 +4,7 @@ of its process group: raylet, agents and the workers it started) while the other
 
     nodes = RayNodes(tmp, env)            # env: what every node's processes see
     nodes.start_head()                    # no CPUs: the Jobs API and drivers, no training
-    nodes.add("train-1", cpus=1, role="train")
+    nodes.add(("train-1", 1, "train"), ("data-1", 2, "data"))
     nodes.kill("train-1")
     nodes.shutdown()
 
@@ -29,10 +29,19 @@ FAST_NODE_DEATH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_chec
                    "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and never handed out before by this process (the OS may offer a port
+    it just released again, and one Ray node given one port twice refuses to start)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 class RayNodes:
@@ -42,6 +51,7 @@ class RayNodes:
         self.procs: dict[str, subprocess.Popen] = {}
         self.temps: list[Path] = []
         self.gcs = self.dashboard = ""
+        self.last_seen: set[str] = set()
         self.ray_bin = str(Path(sys.executable).with_name("ray"))
 
     def _start(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> None:
@@ -65,11 +75,14 @@ class RayNodes:
         self.gcs, self.dashboard = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
         self._wait(lambda: self._jobs_api_up(), timeout, "the head's Jobs API")
 
-    def add(self, name: str, *, cpus: float, role: str, timeout: float = 90) -> None:
-        # the head enabled token auth (Ray 2.60's default) and wrote ~/.ray/auth_token: read it
-        self._start(name, [f"--address={self.gcs}", f"--num-cpus={cpus:g}", f"--labels=medmix-role={role}"],
-                    {"RAY_AUTH_MODE": "token"})
-        self._wait(lambda: self.node(name) is not None, timeout, f"node {name} to join")
+    def add(self, *specs: tuple[str, float, str], timeout: float = 240) -> None:
+        """Start nodes (name, CPUs, medmix-role) side by side; return once all are alive."""
+        for name, cpus, role in specs:
+            # the head enabled token auth (Ray 2.60's default) and wrote ~/.ray/auth_token: read it
+            self._start(name, [f"--address={self.gcs}", f"--num-cpus={cpus:g}", f"--labels=medmix-role={role}"],
+                        {"RAY_AUTH_MODE": "token"})
+        names = {name for name, _, _ in specs}
+        self._wait(lambda: names <= self._alive_names(), timeout, f"nodes {', '.join(sorted(names))} to join")
 
     def nodes(self) -> list[dict]:
         """Alive nodes, as the State API lists them (node_id, node_name, labels, ...)."""
@@ -81,11 +94,12 @@ class RayNodes:
         rows = body["data"]["result"]["result"]
         return [r for r in rows if r.get("state") == "ALIVE"]
 
-    def node(self, name: str) -> dict | None:
+    def _alive_names(self) -> set[str]:
         try:
-            return next((n for n in self.nodes() if n.get("node_name") == name), None)
-        except OSError:
-            return None
+            self.last_seen = {n.get("node_name") for n in self.nodes()}
+        except (OSError, KeyError, ValueError) as exc:   # the dashboard is busy or starting
+            self.last_seen = {f"(State API: {exc})"}
+        return self.last_seen
 
     def name_of(self, node_id: str) -> str:
         return next(n["node_name"] for n in self.nodes() if n["node_id"] == node_id)
@@ -121,6 +135,7 @@ class RayNodes:
             dead = [n for n, p in self.procs.items() if p.poll() is not None]
             if dead or time.time() > deadline:
                 log = self.logs / f"{(dead or ['head'])[0]}.log"
-                raise RuntimeError(f"waiting for {what}: {'exited: ' + ', '.join(dead) if dead else 'timed out'}\n"
+                raise RuntimeError(f"waiting for {what}: {'exited: ' + ', '.join(dead) if dead else 'timed out'} "
+                                   f"(alive: {sorted(map(str, self.last_seen))})\n"
                                    f"{log.read_text()[-3000:] if log.exists() else ''}")
             time.sleep(0.5)

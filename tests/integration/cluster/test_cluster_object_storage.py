@@ -8,9 +8,10 @@ variables: a job gets them from `medmix submit` (--env, --tracking-uri) alone.
 
 Every medmix path is an s3:// URI and the driver works in an empty folder:
 `medmix synth` into the bucket -> `medmix submit train` twice, the same run under two names:
-one uninterrupted, one paused after its step-3 checkpoint while the node running its rank 1 is
-SIGKILLed and a replacement joins -> the killed run resumes from its S3 checkpoint and ends with
-the uninterrupted run's weights, bit for bit, and its examples, none lost or repeated ->
+one uninterrupted (its logs followed, as `medmix submit` does by default), one paused one step
+after its step-3 checkpoint while the node running its rank 1 is SIGKILLed and a replacement
+joins -> the killed run resumes from its S3 checkpoint, trains step 4 again and ends with the
+uninterrupted run's weights, bit for bit, and its examples, none lost or repeated ->
 `medmix export` into the bucket, registered as the champion on the tracking server ->
 `medmix lineage` follows it down to the S3 shards -> `medmix serve --model medmix@champion` on
 the cluster answers. The driver's folder is still empty at the end.
@@ -18,10 +19,12 @@ the cluster answers. The driver's folder is still empty at the end.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -34,7 +37,7 @@ from ray_nodes import RayNodes, free_port  # noqa: E402
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[3]
-PAUSE_STEP = 3
+CHECKPOINT_STEP, PAUSE_STEP = 3, 4   # the kill comes one step after the last checkpoint
 TRAIN = ["--preset", "debug", "--set", "train.steps=6", "--set", "train.checkpoint_every=3",
          "--set", "train.log_every=3", "--set", "train.eval_every=0", "--set", "train.keep_last=3",
          "--set", "mixture.global_batch_size=8", "--set", "train.max_failures=2"]
@@ -73,9 +76,7 @@ def stack(tmp_path_factory, s3_server):
     nodes = RayNodes(logs, clean_env())
     try:
         nodes.start_head()
-        for i in range(1, 5):
-            nodes.add(f"train-{i}", cpus=1, role="train")
-        nodes.add("data-1", cpus=4, role="data")
+        nodes.add(*((f"train-{i}", 1, "train") for i in range(1, 5)), ("data-1", 4, "data"))
         uri = f"http://127.0.0.1:{port}"
         wait_for("the tracking server", lambda: _healthy(uri, server, logs), 90)
         yield {"tmp": tmp, "bucket": bucket, "s3": s3_server, "nodes": nodes, "tracking": uri, "logs": logs}
@@ -116,6 +117,7 @@ def test_train_on_a_cluster_without_shared_disk_survives_a_killed_node(stack, dr
     from medmix.model.export_meta import WEIGHTS_FILE
     from medmix.storage import location
     from medmix.train.callbacks import PAUSE_MARKER, read_ledger
+    from medmix.train.checkpoint import COMMIT_FILE
     from medmix.train.launcher import read_ranks
     nodes, bucket = stack["nodes"], stack["bucket"]
     base = f"s3://{bucket}"
@@ -136,29 +138,39 @@ def test_train_on_a_cluster_without_shared_disk_survives_a_killed_node(stack, dr
                            follow=False, working_dir=str(ROOT), python=sys.executable, env=AWS)
         return job_id
 
-    clean_job = submit_train("clean")
+    followed, clean = io.StringIO(), {}
+
+    def follow_clean() -> None:   # `medmix submit` following the job's logs to its end
+        clean["job"], clean["status"] = submit(
+            "train", [*TRAIN, *paths, "--set", "name=clean"], address=nodes.dashboard, timeout=900, out=followed,
+            working_dir=str(ROOT), python=sys.executable, env=AWS)
+
+    follower = threading.Thread(target=follow_clean, daemon=True)
+    follower.start()
     killed_job = submit_train("killed", "--set", f"debug.pause_at_step={PAUSE_STEP}", "--set", "debug.pause_s=300")
     killed_dir = location(f"{base}/checkpoints/killed")
-    wait_for("the killed run's step-3 checkpoint and pause",
-             lambda: killed_dir.join(PAUSE_MARKER).exists() or _failed(client, killed_job), 400, poll=1)
-    assert killed_dir.join(f"step-{PAUSE_STEP:06d}", "medmix.json").is_file()
+    wait_for("the killed run's pause one step after its step-3 checkpoint",
+             lambda: killed_dir.join(PAUSE_MARKER).exists() or _failed(client, killed_job), 600, poll=1)
+    assert killed_dir.join(f"step-{CHECKPOINT_STEP:06d}", COMMIT_FILE).is_file()
     placed = {r["rank"]: nodes.name_of(r["node_id"]) for r in read_ranks(killed_dir.uri)}
     victim = placed[1]
     assert victim.startswith("train-") and placed[0].startswith("train-") and placed[0] != victim, placed
-    time.sleep(2)   # the controller registers the reported checkpoint
+    time.sleep(2)   # the controller polls the workers every 2 s: step 3 is registered by now
     nodes.kill(victim)
     t_kill = time.time()
-    nodes.add("train-5", cpus=1, role="train")
+    nodes.add(("train-5", 1, "train"))
 
-    for job in (clean_job, killed_job):
-        status = wait_for(f"job {job}", lambda job=job: _terminal(client, job), 600, poll=2)
-        assert status == "SUCCEEDED", client.get_job_logs(job)[-6000:]
+    status = wait_for(f"job {killed_job}", lambda: _terminal(client, killed_job), 900, poll=2)
+    assert status == "SUCCEEDED", client.get_job_logs(killed_job)[-6000:]
+    follower.join(timeout=900)
+    assert clean.get("status") == "SUCCEEDED", followed.getvalue()[-6000:]
+    assert "run clean: finished" in followed.getvalue(), followed.getvalue()[-3000:]
     t_jobs = time.time()
 
-    # the killed run resumed from its step-3 checkpoint in a second attempt, on the new node
+    # the killed run resumed from its step-3 checkpoint in a second attempt, off the dead node
     ledger = read_ledger(killed_dir.uri)
     assert sorted(ledger) == ["rank0-attempt0", "rank0-attempt1", "rank1-attempt0", "rank1-attempt1"], sorted(ledger)
-    assert [r["step"] for r in ledger["rank0-attempt1"]][0] == PAUSE_STEP + 1
+    assert [r["step"] for r in ledger["rank0-attempt1"]][0] == CHECKPOINT_STEP + 1
     resumed_on = {nodes.name_of(r["node_id"]) for r in read_ranks(killed_dir.uri)}
     assert len(resumed_on) == 2 and victim not in resumed_on, resumed_on
     # ... with exactly the uninterrupted run's examples: none lost, none repeated
