@@ -16,6 +16,7 @@ import sys
 from medmix import __version__
 from medmix.config import load_config, to_toml
 from medmix.options import ConfigError
+from medmix.storage import StorageError
 from medmix.tasks.spec import UnknownTaskError
 
 # verb module names, in the order `--help` lists them
@@ -88,7 +89,6 @@ def _is_user_error(exc: Exception) -> bool:
     """Errors that describe bad input (file, row, field) print without a traceback."""
     from medmix.data.schema import RowError
     from medmix.data.store import StoreError
-    from medmix.storage import StorageError
     user = (RowError, StoreError, StorageError, UnknownTaskError, FileNotFoundError, ValueError)
     extra = []
     try:
