@@ -8,8 +8,8 @@ In the order the Trainer calls them (lower `order` first):
   30 PrometheusExport  every report as `ray_medmix_*` gauges (through Ray's metrics agent)
   40 MLflowLog         rank 0 logs metrics and records each checkpoint in the lineage tracker
   90 RayTrainReport    `ray.train.report` of every report, with the checkpoint when there is one
-  99 FaultInjection    test-only: `debug.fail_at_step` / `debug.fail_in_checkpoint_at_step` kill
-                       one worker, `debug.pause_at_step` holds rank 0, each once per run
+  99 FaultInjection    test-only: `debug.fail_in_checkpoint_at_step` kills one worker,
+                       `debug.pause_at_step` holds rank 0, each once per run
  100 CheckpointCommit  after every rank stored its part, rank 0 writes the checkpoint's COMMITTED
 
 `train/loop.py` assembles them for a Ray Train worker; a run in one process without Ray uses
@@ -196,10 +196,9 @@ class CheckpointCommit(Callback):
 
 
 class FaultInjection(Callback):
-    """Test hooks: kill this worker process right after `debug.fail_at_step`, or inside the
-    checkpoint of `debug.fail_in_checkpoint_at_step` (its part stored, the checkpoint not yet
-    committed), or hold rank 0 for `debug.pause_s` right after `debug.pause_at_step`; each once
-    per run."""
+    """Test hooks: kill this worker process inside the checkpoint of
+    `debug.fail_in_checkpoint_at_step` (its part stored, the checkpoint not yet committed), or
+    hold rank 0 for `debug.pause_s` right after `debug.pause_at_step`; each once per run."""
 
     order = 99
 
@@ -216,9 +215,6 @@ class FaultInjection(Callback):
         d = self.debug
         if d.pause_at_step and trainer.step == d.pause_at_step and trainer.rank == 0:
             self._pause(trainer)
-        if not d.fail_at_step or trainer.step != d.fail_at_step or trainer.rank != d.fail_rank:
-            return
-        self._fail(trainer, f"after step {trainer.step}")
 
     def _fail(self, trainer: Trainer, when: str) -> None:
         if self.marker.exists():
@@ -228,7 +224,7 @@ class FaultInjection(Callback):
 
     def _pause(self, trainer: Trainer) -> None:
         """Sleep once per run (the other ranks wait in the next step's collectives); the
-        marker, written first, tells a test that the checkpoint of this step is reported."""
+        marker, written first, tells a test that the run is holding still."""
         marker = self.marker.with_name(PAUSE_MARKER)
         if marker.exists():
             return

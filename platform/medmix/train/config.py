@@ -42,7 +42,6 @@ class TrainConfig:
 class DebugConfig:
     """Test-only hooks: injected faults that prove recovery works. Leave at defaults in real runs."""
 
-    fail_at_step: int = option(0, "kill a train worker right after this step, once per run (0 = never)", ge=0)
     fail_in_checkpoint_at_step: int = option(0, "kill a train worker inside the checkpoint of this step, after "
                                                 "its part is stored and before the commit, once per run (0 = never)",
                                              ge=0)

@@ -1,9 +1,10 @@
 """Training on real Ray (2 CPU workers, FSDP2 over gloo), real DCP checkpoints, real MLflow.
 
-Proves: the debug run learns and records its lineage; a worker killed mid-run is replaced,
-the run resumes from its last checkpoint and ends with *exactly* the weights and the example
-sequence of an uninterrupted run; a run resumes onto a different number of workers; `medmix
-export` + `medmix lineage` give the whole chain back to the shards.
+Proves: the debug run learns and records its lineage; a run resumes onto a different number of
+workers; `medmix export` + `medmix lineage` give the whole chain back to the shards; a worker
+killed inside a checkpoint leaves nothing export would pick. (A worker's node killed mid-run,
+the run resumed to *exactly* the weights and example sequence of an uninterrupted run:
+tests/integration/cluster/test_cluster_object_storage.py.)
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.conftest import suite_config
 
@@ -34,12 +34,6 @@ def effective_ledger(run_dir: str) -> dict[int, dict[int, list[str]]]:
             row = json.loads(line)
             out[rank][row["step"]] = row["ids"]
     return out
-
-
-def final_weights(checkpoint: str) -> dict[str, torch.Tensor]:
-    from medmix.train.export import load_checkpoint_model
-    model, _, _ = load_checkpoint_model(checkpoint)
-    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 @pytest.fixture(scope="module")
@@ -73,27 +67,6 @@ def test_debug_run_learns_and_records_lineage(uninterrupted):
     records = [a.path for a in mlflow.list_artifacts(result.run_id, "checkpoints")]
     assert records == ["checkpoints/step-000003.json", "checkpoints/step-000006.json",
                        "checkpoints/step-000008.json"]
-
-
-def test_killed_worker_resumes_to_identical_weights_and_examples(uninterrupted, tmp_path, tiny_suite):
-    from medmix.train.launcher import train
-    clean_cfg, clean = uninterrupted
-    cfg = suite_config(tmp_path, tiny_suite, "name=faulty", *STEPS, "debug.fail_at_step=5",
-                       "debug.fail_rank=1", "train.max_failures=1")
-    result = train(cfg)
-    assert result.error is None
-    run_dir = Path(result.run_dir)
-    assert (run_dir / ".medmix-fault-injected").exists()
-    attempts = {p.name for p in (run_dir / "ledger").glob("rank0-attempt*.jsonl")}
-    assert attempts == {"rank0-attempt0.jsonl", "rank0-attempt1.jsonl"}, "no restart happened"
-    restarted = [json.loads(x)["step"] for x in (run_dir / "ledger" / "rank0-attempt1.jsonl").read_text().splitlines()]
-    assert restarted[0] == 4, "did not resume right after the step-3 checkpoint"
-
-    assert effective_ledger(result.run_dir) == effective_ledger(clean.run_dir)
-    a, b = final_weights(clean.checkpoint), final_weights(result.checkpoint)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), f"{k} differs after recovery"
 
 
 def test_resume_onto_fewer_workers_and_export_lineage(uninterrupted, tmp_path, tiny_suite, capsys):
