@@ -18,8 +18,8 @@ class EvalConfig:
     max_new_tokens: int = option(64, "generation budget per free-text answer, in tokens", ge=1)
     batch_size: int = option(16, "examples per inference batch (per actor)", ge=1)
     blank_images: bool = option(False, "replace every image by a blank one (proves answers depend on the image)")
-    report_dir: str = option("medmix-runs/eval", "where the Markdown report and the bar chart are written "
-                             "(one folder per evaluation)")
+    report_dir: str = option("medmix-runs/eval", "folder or s3:// URI where the Markdown report and the bar chart "
+                             "are written (one folder per evaluation)")
     use_ray: bool = option(True, "run inference in Ray Data actors; false = in this process")
     num_actors: int = option(0, "Ray actors holding one model each; 0 = one per GPU, else 2 on CPU", ge=0)
     cpus_per_actor: float = option(0.5, "logical CPUs each actor asks Ray for (torch threads = max(1, floor))", gt=0)

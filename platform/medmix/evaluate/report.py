@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+from medmix.storage import local_dir, location, upload
 from medmix.tasks import get_task
 
 # column order of the table and the chart: the order metrics are usually read in
@@ -126,6 +128,20 @@ def _baseline_section(baselines: dict[str, Any]) -> list[str]:
         rows.append(["mean", "", b["model_auc"], b["linear_prs_auc"], ""])
         out.append(markdown_table(["outcome", "n", "model AUC (P(yes))", "linear PRS AUC", "PRS threshold"], rows))
     return out
+
+
+def store_eval_report(result: Any, report_dir: str, name: str) -> tuple[str, Path]:
+    """Write the report to `<report_dir>/<name>/` — a local folder, or an `s3://` URI (built in the
+    cache, then uploaded with report.md last, so a reader that finds report.md finds it all).
+    Returns (where it is, a local copy of it)."""
+    dest = location(report_dir).join(name)
+    local = dest.local_path() if dest.is_local else local_dir(report_dir, name)
+    if local.exists():
+        shutil.rmtree(local)
+    write_eval_report(result, local)
+    if not dest.is_local:
+        upload(local, dest, last=("report.md",))
+    return dest.uri, local
 
 
 def write_eval_report(result: Any, out_dir: str | Path) -> Path:

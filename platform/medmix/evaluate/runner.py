@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import tempfile
 import time
 import warnings
@@ -42,7 +41,7 @@ from medmix.config import ConfigError, config_from_dict
 from medmix.data.mixture import resolve_weights
 from medmix.evaluate.metrics import compute_metrics, macro_auc
 from medmix.evaluate.predict import BatchPredictor, Prediction, Predictor, predict_rows, read_item_rows
-from medmix.evaluate.report import write_eval_report
+from medmix.evaluate.report import store_eval_report
 from medmix.lineage.registry import TAG_CHECKPOINT, find_versions
 from medmix.lineage.tracker import build_tracker
 from medmix.model.resolve import Export, resolve, slug
@@ -327,18 +326,16 @@ def evaluate(cfg: MedmixConfig, model_ref: str | Path, *, tasks: Sequence[str] |
                         per_task=per_task, predictions=records, baselines=baselines, notes=notes,
                         blank_images=cfg.eval.blank_images)
     name = name or f"{slug(source.label)}-{split}{'-blank' if cfg.eval.blank_images else ''}"
+    local_report = None
     if write_report:
-        out = Path(cfg.eval.report_dir) / name
-        if out.exists():
-            shutil.rmtree(out)
-        result.report_dir = str(write_eval_report(result, out))
+        result.report_dir, local_report = store_eval_report(result, cfg.eval.report_dir, name)
     result.seconds = time.time() - t0
     if log and cfg.lineage.enabled:
-        result.run_id = log_evaluation(cfg, result, name)
+        result.run_id = log_evaluation(cfg, result, name, local_report)
     return result
 
 
-def log_evaluation(cfg: MedmixConfig, result: EvalResult, name: str) -> str | None:
+def log_evaluation(cfg: MedmixConfig, result: EvalResult, name: str, report: Path | None = None) -> str | None:
     """One MLflow run: params, `<task>/<metric>` metrics, the report files as artifacts."""
     src = result.model
     tags = {"medmix.kind": "evaluate", "medmix.model": src.ref, "medmix.model_label": src.label,
@@ -355,8 +352,8 @@ def log_evaluation(cfg: MedmixConfig, result: EvalResult, name: str) -> str | No
                             "eval.max_new_tokens": cfg.eval.max_new_tokens, "model": src.ref,
                             "data.root": str(cfg.data.root)})
         tracker.log_metrics(result.metrics, step=int(src.step or 0))
-        if result.report_dir:
-            tracker.log_artifact(result.report_dir)
+        if report is not None:
+            tracker.log_artifact(report)
         return run.run_id
 
 

@@ -126,3 +126,24 @@ def test_chance_is_the_majority_class_or_one_over_the_options():
     mcq = [{"reference": "a", "option_probs": [0.25] * 4}, {"reference": "b", "option_probs": [0.5, 0.5]}]
     assert chance_accuracy("medqa", mcq) == pytest.approx((1 / 4 + 1 / 2) / 2)
     assert chance_accuracy("cxr_report", [{"reference": "x"}]) is None
+
+
+def test_a_report_on_object_storage_is_uploaded_whole_from_the_cache(s3_env, tmp_path, monkeypatch):
+    """eval.report_dir = s3://…: the files land in the bucket (report.md last), the local copy that
+    MLflow logs is in the cache, and nothing is written to the working directory."""
+    from medmix.evaluate.report import store_eval_report
+    from medmix.storage import location
+    monkeypatch.setenv("MEDMIX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    refs = [{"example_id": "e0", "target": "melanoma", "label": 4, "context": {}}]
+    derm, records = score_task("derm_pad", refs, [Prediction("e0", "derm_pad", "melanoma", [0, 0, 0, 0, 0.7, 0.3])])
+    result = EvalResult(model=ModelSource("m", "/tmp/export", "m"), split="test", tasks=["derm_pad"],
+                        metrics=flat_metrics({"derm_pad": derm}), per_task={"derm_pad": derm},
+                        predictions={"derm_pad": records})
+    root = f"s3://{s3_env.bucket()}/eval"
+    where, local = store_eval_report(result, root, "m-test")
+    assert where == f"{root}/m-test" and local.is_relative_to(tmp_path / "cache")
+    remote = location(where)
+    assert {f.name for f in remote.files()} == {"report.md", "metrics.png", "metrics.json", "predictions.jsonl"}
+    assert remote.join("report.md").read_text() == (local / "report.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
