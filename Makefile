@@ -11,8 +11,9 @@ HAS_GPU  := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev
 CONSTRAINTS := $(if $(HAS_GPU),,-c constraints/cpu.txt)
 PYTEST_ARGS ?=
 # The suite runs on this many pytest-xdist workers, each test file whole on one worker (its
-# module fixtures are set up once); 0 runs it in this process. Most of the suite's time is
-# process start-up and waiting (Ray actors, servers), so two workers overlap on two cores.
+# module fixtures are set up once) and the files sharing an expensive session fixture on the
+# same one (tests/conftest.py: SHARED_BUILDS); 0 runs it in this process. Much of the suite's
+# time is process start-up and waiting (Ray actors, servers), which two workers overlap.
 PYTEST_WORKERS ?= 2
 
 .PHONY: setup system-deps typecheck demo test test-gpu clean help

@@ -31,11 +31,48 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _slow_files_first(items) -> None:
-    """Files with a `slow` test run first, each file's tests kept together and in order: under
-    `make test`'s workers (pytest-xdist, a file at a time) the long files start at once and the
-    short ones fill in around them, instead of one long file starting last."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)   # stable: the order within a group stays
+    """Files with a `slow` test run first, longest first (`slow(minutes=N)`, an estimate on two
+    cores), each file's tests kept together and in order: under `make test`'s workers the long
+    files start at once, spread over both, and the short ones fill in around them."""
+    minutes: dict = {}
+    for item in items:
+        mark = item.get_closest_marker("slow")
+        if mark is not None:
+            minutes[item.path] = max(minutes.get(item.path, 0.0), float(mark.kwargs.get("minutes", 0.5)))
+    first_seen = {path: i for i, path in reversed(list(enumerate(item.path for item in items)))}
+    items.sort(key=lambda item: (-minutes.get(item.path, 0.0), first_seen[item.path]))
+
+
+# Session fixtures that cost a minute or more to build. Under `make test`'s workers every file
+# that names one runs on the same worker, which builds it once; every other file is a unit of its
+# own (its module fixtures are set up once).
+SHARED_BUILDS = ("small_suite", "trained_debug")
+_SHARED_OF: dict[str, str] = {}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile`, with the files that share an expensive session fixture as one unit.
+    (pytest-xdist's own `loadgroup` cannot tag tests under pytest 9, which renamed the node id
+    attribute it rewrites.)"""
+    if config.getoption("dist") != "loadfile":
+        return None
+    import re
+
+    from xdist.scheduler import LoadScopeScheduling
+    uses = re.compile(r"\b(" + "|".join(SHARED_BUILDS) + r")\b")
+
+    def unit(nodeid: str) -> str:
+        path = nodeid.split("::", 1)[0]
+        if path not in _SHARED_OF:
+            found = uses.search((config.rootpath / path).read_text()) if path.endswith(".py") else None
+            _SHARED_OF[path] = found.group(1) if found else path
+        return _SHARED_OF[path]
+
+    class SharedBuildScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit(nodeid)
+
+    return SharedBuildScheduling(config, log)
 
 
 def debug_config(tmp_path, *overrides: str):

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import suite_config
 
-pytestmark = [pytest.mark.gpu, pytest.mark.slow]
+pytestmark = [pytest.mark.gpu, pytest.mark.slow(minutes=1)]
 
 
 def test_bf16_fsdp2_steps_checkpoint_and_resume_on_cuda(tmp_path, tiny_suite, ray_local):

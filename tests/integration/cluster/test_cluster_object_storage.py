@@ -34,7 +34,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from ray_nodes import RayNodes, free_port  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=4)
 
 ROOT = Path(__file__).resolve().parents[3]
 CHECKPOINT_STEP, PAUSE_STEP = 3, 4   # the kill comes one step after the last checkpoint

@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import suite_config
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=1.2)
 
 ROOT = Path(__file__).resolve().parents[3]
 STEPS = 3

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import EVAL_SOURCE_TASKS
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=2)
 
 TASKS = EVAL_SOURCE_TASKS
 

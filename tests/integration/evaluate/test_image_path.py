@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import suite_config
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=4)
 
 TASK = "mammo_cbis_mass"
 

@@ -17,7 +17,7 @@ import io
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=2.5)
 
 TASKS = ["cxr_classify", "cxr_report"]   # + the ablation without cxr_classify: four runs
 STEPS, BATCH = 10, 8

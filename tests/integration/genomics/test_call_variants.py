@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import debug_config
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=0.7)
 
 
 def test_ingest_train_call_variants_writes_a_valid_vcf(tmp_path, ray_local, capsys):

@@ -17,7 +17,7 @@ import pytest
 
 from medmix.config import load_config, to_dict
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=1)
 
 
 def free_port() -> int:

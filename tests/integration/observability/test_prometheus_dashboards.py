@@ -36,7 +36,7 @@ from medmix.observability.promql import dashboard_queries, dashboard_variable_qu
 from medmix.observability.query import prometheus_api
 
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.slow(minutes=2.5),
     pytest.mark.skipif(shutil.which("prometheus") is None,
                        reason="needs the `prometheus` binary (Debian package `prometheus`; .ci/run installs "
                               "it, locally: apt-get install prometheus)"),

@@ -14,7 +14,7 @@ import pytest
 
 from medmix.observability.query import scrape, summarize
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=0.6)
 
 
 @pytest.fixture(scope="module")

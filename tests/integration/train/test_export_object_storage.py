@@ -12,7 +12,7 @@ from medmix.model.export_meta import CONFIG_FILE, WEIGHTS_FILE
 from medmix.model.resolve import resolve
 from medmix.storage import location, upload
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=0.7)
 
 
 def test_export_from_and_to_a_bucket_and_resolve_it(trained_debug, s3_env, tmp_path):

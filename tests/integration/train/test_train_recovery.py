@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import suite_config
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=2.5)
 
 STEPS = ["train.steps=8", "train.checkpoint_every=3", "train.eval_every=0", "train.log_every=2",
          "mixture.global_batch_size=8", "train.keep_last=5"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=0.3)
 
 
 def test_trainer_without_ray_gets_the_ray_runs_loss_sequence(trained_debug):

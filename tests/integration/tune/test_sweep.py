@@ -20,7 +20,7 @@ import pytest
 
 from medmix.config import load_config
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=3.5)
 
 TRIALS = 3   # enough for a sweep that is killed with trials in flight and one still to start
 OVERRIDES = [f"sweep.num_samples={TRIALS}", "train.steps=8", "train.eval_every=4", "train.log_every=4", "train.checkpoint_every=8",

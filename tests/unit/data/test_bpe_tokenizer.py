@@ -151,7 +151,7 @@ def _smollm2_gguf() -> Path | None:
     return found[0] if found else None
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=0.3)
 def test_gguf_decoder_keeps_its_own_tokenizer():
     gguf = _smollm2_gguf()
     if gguf is None:
