@@ -52,10 +52,14 @@ class RayNodes:
         self.temps: list[Path] = []
         self.gcs = self.dashboard = ""
         self.last_seen: set[str] = set()
+        self.starts: dict[str, tuple[list[str], dict[str, str] | None]] = {}
+        self.tries: dict[str, int] = {}
         self.ray_bin = str(Path(sys.executable).with_name("ray"))
 
     def _start(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> None:
-        temp = Path("/tmp") / f"mmx-{os.getpid()}-{name}"   # unix socket paths must stay short
+        self.starts[name] = (args, extra_env)
+        self.tries[name] = self.tries.get(name, 0) + 1
+        temp = Path("/tmp") / f"mmx-{os.getpid()}-{name}-{self.tries[name]}"   # socket paths stay short
         self.temps.append(temp)
         own_ports = [f"--{flag}={free_port()}" for flag in (
             "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
@@ -63,7 +67,7 @@ class RayNodes:
         cmd = [self.ray_bin, "start", "--block", "--node-ip-address=127.0.0.1", f"--node-name={name}",
                f"--temp-dir={temp}", "--disable-usage-stats", "--min-worker-port=0", "--max-worker-port=0",
                "--object-store-memory=150000000", *own_ports, *args]
-        self.procs[name] = subprocess.Popen(cmd, stdout=open(self.logs / f"{name}.log", "w"),
+        self.procs[name] = subprocess.Popen(cmd, stdout=open(self.logs / f"{name}.log", "a"),
                                             stderr=subprocess.STDOUT, start_new_session=True,
                                             env={**self.env, **(extra_env or {}), "RAY_ADDRESS": ""})
 
@@ -82,7 +86,8 @@ class RayNodes:
             self._start(name, [f"--address={self.gcs}", f"--num-cpus={cpus:g}", f"--labels=medmix-role={role}"],
                         {"RAY_AUTH_MODE": "token"})
         names = {name for name, _, _ in specs}
-        self._wait(lambda: names <= self._alive_names(), timeout, f"nodes {', '.join(sorted(names))} to join")
+        self._wait(lambda: names <= self._alive_names(), timeout, f"nodes {', '.join(sorted(names))} to join",
+                   restart=names)
 
     def nodes(self) -> list[dict]:
         """Alive nodes, as the State API lists them (node_id, node_name, labels, ...)."""
@@ -129,10 +134,19 @@ class RayNodes:
         except Exception:  # noqa: BLE001 - not up yet
             return False
 
-    def _wait(self, ready, timeout: float, what: str) -> None:
+    def _wait(self, ready, timeout: float, what: str, restart: set[str] = frozenset()) -> None:
+        """Poll `ready`; a node of `restart` whose `ray start` gave up (Ray allows a raylet 30 s to
+        register, which a loaded 2-core machine can exceed) is started again, up to 3 times."""
         deadline = time.time() + timeout
         while not ready():
             dead = [n for n, p in self.procs.items() if p.poll() is not None]
+            for name in [n for n in dead if n in restart and self.tries[n] < 3]:
+                try:   # whatever the failed attempt left running (its raylet) goes first
+                    os.killpg(self.procs[name].pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self._start(name, *self.starts[name])
+                dead.remove(name)
             if dead or time.time() > deadline:
                 log = self.logs / f"{(dead or ['head'])[0]}.log"
                 raise RuntimeError(f"waiting for {what}: {'exited: ' + ', '.join(dead) if dead else 'timed out'} "
