@@ -32,15 +32,28 @@ def pytest_collection_modifyitems(config, items):
 
 def _slow_files_first(items) -> None:
     """Files with a `slow` test run first, longest first (`slow(minutes=N)`, an estimate on two
-    cores), each file's tests kept together and in order: under `make test`'s workers the long
-    files start at once, spread over both, and the short ones fill in around them."""
+    cores; files that share a SHARED_BUILDS fixture count as one unit, their minutes added), each
+    file's tests kept together and in order: under `make test`'s workers the long units start at
+    once, one on each worker, and the short ones fill in around them."""
     minutes: dict = {}
+    shared: dict = {}
     for item in items:
         mark = item.get_closest_marker("slow")
         if mark is not None:
             minutes[item.path] = max(minutes.get(item.path, 0.0), float(mark.kwargs.get("minutes", 0.5)))
+        found = [f for f in SHARED_BUILDS if f in getattr(item, "fixturenames", ())]
+        if found:
+            shared.setdefault(item.path, found[0])
+    unit_minutes: dict = {}
+    for path, m in minutes.items():
+        unit = shared.get(path, path)
+        unit_minutes[unit] = unit_minutes.get(unit, 0.0) + m
     first_seen = {path: i for i, path in reversed(list(enumerate(item.path for item in items)))}
-    items.sort(key=lambda item: (-minutes.get(item.path, 0.0), first_seen[item.path]))
+
+    def key(item):
+        unit = shared.get(item.path, item.path)
+        return -unit_minutes.get(unit, 0.0), str(unit), -minutes.get(item.path, 0.0), first_seen[item.path]
+    items.sort(key=key)
 
 
 # Session fixtures that cost a minute or more to build. Under `make test`'s workers every file
