@@ -11,6 +11,12 @@ tasks need a CPU slot next to the train workers, and on a 2-core machine the def
 `ray.init()` (2 CPUs) with 2 one-CPU workers leaves none and the run hangs, so the local
 cluster advertises at least the CPUs asked for + 2 logical CPUs (and never fewer than 4).
 
+A driver that joins a running cluster (`RAY_ADDRESS`) outside `ray job submit` hands its job
+the object-storage variables of its own environment (`STORAGE_ENV`: the AWS endpoint, region,
+profile and credentials), so every trial and worker reaches the same bucket the same way the
+driver does; a submitted job's entrypoint already runs in the runtime_env `medmix submit
+--env` built, and Ray refuses a second one beside it, so nothing is added there.
+
 The dashboard is on (127.0.0.1:8265, or the next free port): Ray Train's placement-group
 cleaner asks the State API, which the dashboard serves, whether the run's controller is
 alive; without it the cleaner cannot clean up after a dead driver and logs a warning every
@@ -36,6 +42,23 @@ def local_num_cpus(num_cpus_needed: float) -> int:
     return max(os.cpu_count() or 1, math.ceil(num_cpus_needed) + 2, 4)
 
 
+# What a process needs to reach object storage as the driver does (see medmix.storage).
+STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
+               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# Set by Ray in a `ray job submit` entrypoint: the job's runtime_env is fixed there.
+SUBMITTED_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def joining_runtime_env(environ: Mapping[str, str] | None = None) -> dict | None:
+    """The runtime_env of a driver joining a running cluster: its storage variables, or None
+    (none set, or a submitted job's entrypoint, whose runtime_env Ray already fixed)."""
+    environ = os.environ if environ is None else environ
+    if SUBMITTED_JOB_ENV in environ:
+        return None
+    env_vars = {k: environ[k] for k in STORAGE_ENV if environ.get(k)}
+    return {"env_vars": env_vars} if env_vars else None
+
+
 def ensure_ray(num_cpus_needed: float = 0.0, *, worker_logs: bool | None = None) -> None:
     """Connect to the named or running cluster, else start a local one with enough logical CPUs.
 
@@ -48,7 +71,7 @@ def ensure_ray(num_cpus_needed: float = 0.0, *, worker_logs: bool | None = None)
     if worker_logs is None:
         worker_logs = os.environ.get("MEDMIX_QUIET_WORKERS") is None
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=worker_logs, configure_logging=False)
+        ray.init(log_to_driver=worker_logs, configure_logging=False, runtime_env=joining_runtime_env())
         return
     # address="local": a new cluster of our own, even where another `ray start` on this machine
     # left its address behind (connect to that one with RAY_ADDRESS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from medmix.runtime import local_num_cpus
+from medmix.runtime import joining_runtime_env, local_num_cpus
 
 
 def test_local_cluster_leaves_two_slots_beside_what_was_asked_for():
@@ -13,6 +13,16 @@ def test_local_cluster_leaves_two_slots_beside_what_was_asked_for():
     assert local_num_cpus(2) == max(cores, 4)           # 2 train workers + 2 for Ray Data
     assert local_num_cpus(2.5) == max(cores, 5)         # fractions round up
     assert local_num_cpus(64) == max(cores, 66)
+
+
+def test_a_joining_driver_hands_its_storage_variables_to_its_job_but_not_inside_a_submitted_job():
+    environ = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+               "AWS_REGION": "", "HOME": "/home/u", "MLFLOW_TRACKING_URI": "http://t:5000"}
+    assert joining_runtime_env(environ) == {"env_vars": {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+                                                         "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}}
+    assert joining_runtime_env({"HOME": "/home/u"}) is None
+    # `ray job submit` fixed the job's runtime_env (what `medmix submit --env` named)
+    assert joining_runtime_env({**environ, "RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}) is None
 
 
 def test_open_run_starts_resumes_and_nests_runs_in_a_real_mlflow_store(tmp_path):

@@ -36,7 +36,7 @@ from medmix.lineage.backend import pin_tracking_uri
 from medmix.lineage.tracker import build_tracker
 from medmix.placement import ROLE_LABEL, TRAIN, place
 from medmix.runtime import ensure_ray, open_run
-from medmix.storage import Location, check_reachable, location, normalize
+from medmix.storage import Location, check_reachable, is_uri, location, normalize
 
 if TYPE_CHECKING:
     from medmix.config import MedmixConfig
@@ -88,8 +88,9 @@ def absolutize(cfg: MedmixConfig) -> Location:
 
 
 def checkpoint_location(run_dir: Location, path: str) -> str:
-    """A checkpoint path Ray Train returns (a path on the run's filesystem) as a path or URI."""
-    return path if run_dir.is_local else f"s3://{path.lstrip('/')}"
+    """A checkpoint path Ray Train returns (a path on the run's filesystem) as a path or URI;
+    a path that already is a URI is returned as it is."""
+    return path if run_dir.is_local or is_uri(path) else f"s3://{path.lstrip('/')}"
 
 
 def build_torch_trainer(cfg: MedmixConfig, run_id: str | None, run_dir: Location, *, use_gpu: bool,

@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from medmix.lineage import registry
 from medmix.lineage.backend import LineageError
 from medmix.lineage.registry import resolve_model_uri
-from medmix.tune.layout import SWEEP_INFO, objective_value
+from medmix.model.export_meta import CONFIG_FILE
+from medmix.storage import Location, local_dir, location, upload
+from medmix.tune.layout import SWEEP_INFO, objective_value, read_json
 
 if TYPE_CHECKING:
     from medmix.config import MedmixConfig
@@ -103,10 +105,13 @@ def better(candidate: float, incumbent: float, mode: str) -> bool:
     return candidate < incumbent if mode == "min" else candidate > incumbent
 
 
-def crown(cfg: MedmixConfig, best: Any, tracker: Any, sweep_dir: str | Path) -> ChampionDecision:
+def crown(cfg: MedmixConfig, best: Any, tracker: Any, sweep_dir: str | Path | Location) -> ChampionDecision:
     """Export + register `best` (a TrialSummary) and decide whether it becomes the champion.
 
-    `tracker` has the sweep's parent run open; the decision is logged there.
+    `tracker` has the sweep's parent run open; the decision is logged there. The export lands
+    in `<sweep_dir>/champion/<trial>/`; for a sweep on object storage it is built in a local
+    cache folder (registration and evaluation read local files) and uploaded there, config.json
+    last.
     """
     from medmix.train.checkpoint import read_meta
     from medmix.tune.space import SearchSpace
@@ -119,9 +124,13 @@ def crown(cfg: MedmixConfig, best: Any, tracker: Any, sweep_dir: str | Path) -> 
         _log_decision(tracker, decision)
         return decision
 
-    export_dir = Path(sweep_dir) / "champion" / best.trial_id
+    sweep_dir = location(sweep_dir)
+    published = sweep_dir.join("champion", best.trial_id)
+    export_dir = published.local_path() if sweep_dir.is_local else local_dir(published.uri)
     if not (export_dir.is_dir() and any(export_dir.iterdir())):   # a re-run reuses its export
         export(best.checkpoint, export_dir)
+    if not sweep_dir.is_local and not published.join(CONFIG_FILE).is_file():
+        upload(export_dir, published, last=(CONFIG_FILE,))
     fingerprint = eval_set_fingerprint(cfg, SearchSpace.from_dict(_sweep_space(sweep_dir)).all_tasks)
     name = cfg.lineage.registered_model
     existing = registry.find_versions(cfg.lineage, registry.TAG_CHECKPOINT, str(best.checkpoint), name=name)
@@ -214,8 +223,8 @@ def _recorded(version: Any) -> float | None:
         return None
 
 
-def _sweep_space(sweep_dir: str | Path) -> dict:
-    return json.loads((Path(sweep_dir) / SWEEP_INFO).read_text())["space"]
+def _sweep_space(sweep_dir: Location) -> dict:
+    return read_json(sweep_dir.join(SWEEP_INFO))["space"]
 
 
 def _log_decision(tracker: Any, decision: ChampionDecision) -> None:

@@ -28,6 +28,7 @@ small scale stays better at a large one. This module does that on a sweep's tria
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from medmix.model.config import SCALES
+from medmix.storage import Location, location
 
 SHARE_PREFIX = "share."
 OBJECTIVE = "objective"
@@ -115,19 +117,20 @@ def load_trials(path: str | Path) -> TrialTable:
     return TrialTable(normalise_records(records, where=str(path)))
 
 
-def write_trials(table: TrialTable, path: str | Path) -> Path:
-    """Write the table as CSV (the format `medmix sweep analyze FILE.csv` reads back)."""
-    path = Path(path)
+def write_trials(table: TrialTable, path: str | Path | Location) -> Location:
+    """Write the table as CSV (the format `medmix sweep analyze FILE.csv` reads back), to a
+    local path or an object-storage URI, whole or not at all."""
     keys = ["trial", "step", "scale"]
     keys += sorted({k for r in table.records for k in r} - set(keys),
                    key=lambda k: (not k.startswith(SHARE_PREFIX), k))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for r in table.records:
-            w.writerow({k: r.get(k, "") for k in keys})
-    return path
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for r in table.records:
+        w.writerow({k: r.get(k, "") for k in keys})
+    out = location(path)
+    out.write_text(buf.getvalue())
+    return out
 
 
 def normalise_records(records: Iterable[Mapping[str, Any]], where: str = "trial results") -> list[dict]:

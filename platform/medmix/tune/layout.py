@@ -1,16 +1,20 @@
 """A sweep's directory and the objective: what the sweep driver, its trials, the champion and
 `medmix sweep analyze` all read, without importing Ray Tune.
 
-Under `<train.storage_path>/<name>/`: `sweep.json` (parent MLflow run id, resolved search
-space), `tune/` (Ray Tune's experiment state), `trials/<trial_id>/` (each trial's Ray Train
-run), `trials.csv` (every evaluated trial and step), `analysis/`, `champion/<trial>/`.
+Under `<train.storage_path>/<name>/` (a local or shared path, or an `s3://` URI):
+`sweep.json` (parent MLflow run id, resolved search space), `tune/` (Ray Tune's experiment
+state), `trials/<trial_id>/` (each trial's Ray Train run), `trials.csv` (every evaluated trial
+and step), `analysis/`, `champion/<trial>/`. Every file goes through `medmix.storage`, so the
+same layout lives on a local disk or in a bucket.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 from typing import Any, Mapping
+
+from medmix.storage import Location, location
 
 SWEEP_INFO = "sweep.json"
 TUNE_DIR = "tune"
@@ -33,12 +37,12 @@ def objective_value(metrics: Mapping[str, Any], weights: Mapping[str, float]) ->
     return sum(float(metrics[k]) * w for k, w in weights.items()) / total
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+def read_json(path: str | os.PathLike | Location) -> dict:
+    """A small JSON file of the sweep's directory, local or on object storage; {} if absent."""
+    loc = location(path)
+    return json.loads(loc.read_text()) if loc.is_file() else {}
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    tmp.replace(path)
+def write_json(path: str | os.PathLike | Location, data: dict) -> None:
+    """Written whole (temp file + rename locally, one PUT on object storage)."""
+    location(path).write_text(json.dumps(data, indent=1, sort_keys=True))

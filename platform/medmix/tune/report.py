@@ -3,7 +3,8 @@
     report = analyze(table, space, out_dir, target_scale="", model="ridge")
     print(report.summary_path.read_text())
 
-Outputs under `out_dir` (a sweep's `<sweep_dir>/analysis/` by default):
+Outputs under `out_dir` (a sweep's `<sweep_dir>/analysis/` by default; for a sweep on object
+storage, written to a local cache folder and copied to `<sweep_dir>/analysis/`):
   - `metric_vs_weight.png`   the objective against each task's share, one panel per task,
                              coloured by scale (what the law has to explain);
   - `loss_vs_scale.png`      per-task validation loss against scale (best and median trial);
@@ -25,6 +26,7 @@ import numpy as np
 
 from medmix.tune.law import (OBJECTIVE, MixtureLaw, TrialTable, choose_target_scale, fit_law, load_trials,
                              rank_invariance, scale_ordinal, write_trials)
+from medmix.storage import Location, is_uri, local_copy, local_dir, location, normalize, upload
 from medmix.tune.layout import SWEEP_INFO, TRIALS_CSV, read_json
 from medmix.tune.runs import find_parent_run, log_artifacts, trials_from_mlflow
 from medmix.tune.space import SearchSpace, sample_mixtures
@@ -226,6 +228,30 @@ def summary_markdown(report: AnalysisReport, law: MixtureLaw, *, title: str, mod
 
 # --- a sweep read back ---------------------------------------------------------------------
 
+def analysis_dir(sweep_dir: Location) -> Path:
+    """Where the report of the sweep at `sweep_dir` is written: `<sweep_dir>/analysis` for a
+    local sweep; for one on object storage a local folder in medmix's cache, which
+    `publish_analysis` then copies to `<sweep_dir>/analysis` (plots and tables are written by
+    libraries that want local files)."""
+    return sweep_dir.local_path() / "analysis" if sweep_dir.is_local else local_dir(sweep_dir.uri, "analysis")
+
+
+def publish_analysis(report: AnalysisReport, sweep_dir: Location) -> None:
+    """Copy a report written under `analysis_dir` to the sweep's folder on object storage,
+    summary.md last (a reader that finds it finds the whole report); nothing to do locally."""
+    if not sweep_dir.is_local and report.out_dir == analysis_dir(sweep_dir):
+        upload(report.out_dir, sweep_dir.join("analysis"), last=(report.summary_path.name,))
+
+
+def find_sweep_dir(cfg: MedmixConfig, sweep: str) -> Location:
+    """A sweep directory (local path or URI) holding sweep.json, else the sweep named `sweep`
+    under `train.storage_path`."""
+    given = location(sweep)
+    if given.join(SWEEP_INFO).is_file():
+        return given
+    return location(normalize(cfg.train.storage_path)).join(sweep)
+
+
 def analyze_sweep(cfg: MedmixConfig, sweep: str, *, target_scale: str | None = None, step: int | None = None,
                   out: Path | None = None, log: bool = True):
     """`medmix sweep analyze SWEEP`: the mixture-law report of a finished (or running) sweep.
@@ -238,15 +264,14 @@ def analyze_sweep(cfg: MedmixConfig, sweep: str, *, target_scale: str | None = N
     """
 
     path = Path(sweep).expanduser()
-    space, parent, mode, table = None, None, cfg.sweep.mode, None
-    if path.is_file():
+    space, parent, mode, table, sweep_dir = None, None, cfg.sweep.mode, None, None
+    if not is_uri(sweep) and path.is_file():
         table = load_trials(path)
         out = out or path.parent / "analysis"
         name = path.stem
     else:
-        sweep_dir = path if (path / SWEEP_INFO).is_file() else \
-            Path(cfg.train.storage_path).expanduser().resolve() / sweep
-        info = read_json(sweep_dir / SWEEP_INFO)
+        sweep_dir = find_sweep_dir(cfg, sweep)
+        info = read_json(sweep_dir.join(SWEEP_INFO))
         name = info.get("name", sweep)
         space = SearchSpace.from_dict(info["space"]) if info.get("space") else None
         mode = info.get("mode", mode)
@@ -255,16 +280,20 @@ def analyze_sweep(cfg: MedmixConfig, sweep: str, *, target_scale: str | None = N
             parent = parent or find_parent_run(cfg.lineage, name)
             if parent:
                 table = trials_from_mlflow(cfg.lineage, parent)
-        if (table is None or not table.records) and (sweep_dir / TRIALS_CSV).is_file():
-            table = load_trials(sweep_dir / TRIALS_CSV)
+        csv_file = sweep_dir.join(TRIALS_CSV)
+        if (table is None or not table.records) and csv_file.is_file():
+            with local_copy(csv_file) as local:
+                table = load_trials(local)
         if table is None or not table.records:
             raise ValueError(f"no trial results for sweep {sweep!r}: no MLflow child runs with validation "
-                             f"losses and no {sweep_dir / TRIALS_CSV}")
-        out = out or sweep_dir / "analysis"
+                             f"losses and no {csv_file.uri}")
+        out = out or analysis_dir(sweep_dir)
     report = analyze(table, out, space=space, target_scale=cfg.sweep.target_scale if target_scale is None
                      else target_scale, model=cfg.sweep.law_model, mode=mode, step=step,
                      min_trials=cfg.sweep.law_min_trials, samples=cfg.sweep.law_samples, seed=cfg.seed,
                      title=name)
+    if sweep_dir is not None:
+        publish_analysis(report, sweep_dir)
     if log and parent and cfg.lineage.enabled:
         log_artifacts(cfg.lineage, parent, report.out_dir, "analysis")
     return report

@@ -11,7 +11,8 @@ config and fits the same `TorchTrainer` `medmix train` fits (the Ray Train V2 pa
 validation report — plus the sweep's `objective` — to Tune. ASHA compares trials on that
 objective at train steps (`time_attr = step`).
 
-On disk, under `<train.storage_path>/<name>/`:
+Under `<train.storage_path>/<name>/` — a local or shared path, or an `s3://` URI (Tune's
+state, the trials' checkpoints and every file below go through the same storage layer):
   sweep.json          parent MLflow run id and the resolved search space
   tune/               Ray Tune's experiment state (what `Tuner.restore` resumes from)
   trials/<trial_id>/  each trial's Ray Train run: step-NNNNNN checkpoints, ledger, run info
@@ -29,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import posixpath
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,15 +44,17 @@ from medmix.config import config_from_dict, to_dict, to_toml
 from medmix.lineage.tracker import build_tracker
 from medmix.options import ConfigError
 from medmix.runtime import ensure_ray, open_run
-from medmix.storage import location
+from medmix.storage import Location, local_copy, location
 from medmix.train.callbacks import read_ledger
 from medmix.train.checkpoint import read_meta
-from medmix.train.launcher import RUN_INFO, absolutize, build_torch_trainer, commit_registered, prepare
+from medmix.train.launcher import (RUN_INFO, absolutize, build_torch_trainer, checkpoint_location, commit_registered,
+                                   prepare)
 from medmix.train.launcher import use_gpu as launcher_use_gpu
 from medmix.tune.champion import crown
 from medmix.tune.law import TrialTable, normalise_records, write_trials
 from medmix.tune.layout import (OBJECTIVE, SWEEP_INFO, TRIALS_CSV, TRIALS_DIR, TUNE_DIR, objective_value,
                                 read_json, write_json)
+from medmix.tune.report import analysis_dir, publish_analysis
 from medmix.tune.report import analyze as analyze_sweep
 from medmix.tune.runs import OBJECTIVE_PARAM, child_runs, run_artifacts
 from medmix.tune.space import (SearchSpace, apply_params, build_space, mixture_from_params, scale_key,
@@ -121,21 +125,22 @@ def run_trial(params: dict, *, base: dict, space: dict, sweep: dict) -> None:
     space_ = SearchSpace.from_dict(space)
     cfg = apply_params(config_from_dict(base), space_, params)
     cfg.name = trial_id
-    cfg.train.storage_path = str(Path(sweep["dir"]) / TRIALS_DIR)
-    run_dir = Path(cfg.train.storage_path) / trial_id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    trials = location(sweep["dir"]).join(TRIALS_DIR)
+    cfg.train.storage_path = trials.uri
+    run_dir = trials.join(trial_id)
+    run_dir.mkdirs()
 
     tracker = build_tracker(cfg.lineage)
-    info = read_json(run_dir / RUN_INFO)
-    tags = {"medmix.sweep": sweep["name"], "medmix.trial": trial_id, "medmix.run_dir": str(run_dir)}
+    info = read_json(run_dir.join(RUN_INFO))
+    tags = {"medmix.sweep": sweep["name"], "medmix.trial": trial_id, "medmix.run_dir": run_dir.uri}
     run_id, resumed = open_run(tracker, cfg, kind="sweep-trial", name=f"{sweep['name']}/{trial_id}", tags=tags,
                                resume_run_id=info.get("run_id"), parent_run_id=sweep["parent_run_id"])
     if not resumed:   # a resumed trial keeps its child run and its record
         if run_id:
             tracker.log_params(trial_record(cfg, space_, params))
-        write_json(run_dir / RUN_INFO, {"run_id": run_id, "name": trial_id, "params": params})
+        write_json(run_dir.join(RUN_INFO), {"run_id": run_id, "name": trial_id, "params": params})
 
-    trainer = build_torch_trainer(cfg, tracker.run_id, location(run_dir), use_gpu=sweep["use_gpu"],
+    trainer = build_torch_trainer(cfg, tracker.run_id, run_dir, use_gpu=sweep["use_gpu"],
                                   callbacks=[ObjectiveReportCallback(sweep["objective"])])
     # The driver records the outcome on the child run (`_close_child_runs`): a trial that ASHA
     # stops never gets past fit().
@@ -204,12 +209,7 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
     t0 = time.time()
     check_train_config(cfg)
     prepare(cfg)
-    run_root = absolutize(cfg)
-    if not run_root.is_local:
-        raise ConfigError(f"train.storage_path = {cfg.train.storage_path}: a sweep's directory must be a "
-                          f"local or shared (NFS) path for now; object storage is supported for "
-                          f"`medmix train` runs")
-    sweep_dir = run_root.local_path()
+    sweep_dir = absolutize(cfg)
     space = build_space(cfg.sweep, mixture_tasks(cfg))
     tracker = build_tracker(cfg.lineage)
     parent_run_id, resumed_parent = _open_parent(tracker, cfg, sweep_dir, space)
@@ -221,17 +221,21 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
     concurrency = trial_concurrency(ray.cluster_resources(), cpus_per_trial=cpus_per_trial,
                                     gpus_per_trial=cfg.train.num_workers if use_gpu else 0,
                                     num_samples=cfg.sweep.num_samples, cap=cfg.sweep.max_concurrent)
-    context = {"name": cfg.name, "dir": str(sweep_dir), "parent_run_id": parent_run_id, "use_gpu": use_gpu,
+    context = {"name": cfg.name, "dir": sweep_dir.uri, "parent_run_id": parent_run_id, "use_gpu": use_gpu,
                "objective": dict(cfg.sweep.objective)}
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=to_dict(cfg), space=space.to_dict(), sweep=context),
         {"cpu": TRIAL_ACTOR_CPUS})
 
-    tune_dir = sweep_dir / TUNE_DIR
-    resumed = tune.Tuner.can_restore(str(tune_dir))
+    # Tune reads and writes its state through the sweep directory's filesystem (pyarrow.fs):
+    # the same calls for a local path and a bucket
+    tune_dir = sweep_dir.join(TUNE_DIR)
+    filesystem = None if sweep_dir.is_local else sweep_dir.fs
+    resumed = tune.Tuner.can_restore(tune_dir.path, storage_filesystem=filesystem)
     if resumed:
-        log.info("resuming sweep %s from %s", cfg.name, tune_dir)
-        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True)
+        log.info("resuming sweep %s from %s", cfg.name, tune_dir.uri)
+        tuner = tune.Tuner.restore(tune_dir.path, trainable=trainable, resume_errored=True,
+                                   storage_filesystem=filesystem)
     else:
         tuner = tune.Tuner(
             trainable, param_space=tune_space(space),
@@ -239,7 +243,8 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
                                         search_alg=_searcher(cfg), scheduler=_scheduler(cfg),
                                         max_concurrent_trials=concurrency, trial_dirname_creator=trial_dirname,
                                         trial_name_creator=trial_dirname),
-            run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(sweep_dir), verbose=1,
+            run_config=tune.RunConfig(name=TUNE_DIR, storage_path=sweep_dir.path, storage_filesystem=filesystem,
+                                      verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_trial_failures)))
     tracker.set_tags({"medmix.sweep.concurrency": concurrency, "medmix.sweep.resumed": str(resumed).lower()})
     try:
@@ -252,9 +257,9 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
     trials.sort(key=lambda t: t.trial_id)
     _close_child_runs(cfg, trials, parent_run_id)
     table = trial_table(grid, space, cfg)
-    write_trials(table, sweep_dir / TRIALS_CSV)
+    write_trials(table, sweep_dir.join(TRIALS_CSV))
     best = best_trial(trials, cfg.sweep.mode)
-    result = SweepResult(name=cfg.name, sweep_dir=str(sweep_dir), parent_run_id=parent_run_id,
+    result = SweepResult(name=cfg.name, sweep_dir=sweep_dir.uri, parent_run_id=parent_run_id,
                          space=space.to_dict(), trials=trials, best=best, resumed=resumed or resumed_parent,
                          concurrency=concurrency, seconds=time.time() - t0,
                          trial_steps=sum(t.trial_steps for t in trials))
@@ -266,7 +271,7 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
     if analyze:
         result.analysis = _analyze(cfg, table, space, sweep_dir, tracker, result)
     tracker.end_run("FINISHED")
-    write_json(sweep_dir / "result.json", json.loads(json.dumps(result.to_dict(), default=str)))
+    write_json(sweep_dir.join("result.json"), json.loads(json.dumps(result.to_dict(), default=str)))
     return result
 
 
@@ -306,14 +311,15 @@ def _scheduler(cfg: MedmixConfig):
                          reduction_factor=cfg.sweep.reduction_factor)
 
 
-def _open_parent(tracker: Tracker, cfg: MedmixConfig, sweep_dir: Path, space: SearchSpace) -> tuple[str | None, bool]:
+def _open_parent(tracker: Tracker, cfg: MedmixConfig, sweep_dir: Location,
+                 space: SearchSpace) -> tuple[str | None, bool]:
     """Re-open the sweep's parent run (a re-run of the same sweep) or start it."""
-    info = read_json(sweep_dir / SWEEP_INFO)
+    info = read_json(sweep_dir.join(SWEEP_INFO))
     if info.get("parent_run_id") and info.get("space") and info["space"] != json.loads(json.dumps(space.to_dict())):
-        raise ValueError(f"sweep {cfg.name!r} at {sweep_dir} was started with another search space; "
+        raise ValueError(f"sweep {cfg.name!r} at {sweep_dir.uri} was started with another search space; "
                          f"resume it with the same config or choose a new name (--set name=...)")
     run_id, resumed = open_run(tracker, cfg, kind="sweep", name=cfg.name,
-                               tags={"medmix.sweep": cfg.name, "medmix.sweep_dir": str(sweep_dir)},
+                               tags={"medmix.sweep": cfg.name, "medmix.sweep_dir": sweep_dir.uri},
                                resume_run_id=info.get("parent_run_id"))
     if resumed:
         return run_id, True
@@ -321,23 +327,24 @@ def _open_parent(tracker: Tracker, cfg: MedmixConfig, sweep_dir: Path, space: Se
         tracker.log_params({"sweep.space.tasks": space.tasks, "sweep.space.params": space.param_names(),
                             OBJECTIVE_PARAM: json.dumps(dict(cfg.sweep.objective), sort_keys=True)})
         tracker.log_dict(space.to_dict(), "sweep/space.json")
-    write_json(sweep_dir / SWEEP_INFO, {"name": cfg.name, "parent_run_id": run_id,
+    write_json(sweep_dir.join(SWEEP_INFO), {"name": cfg.name, "parent_run_id": run_id,
                                          "space": space.to_dict(), "mode": cfg.sweep.mode,
                                          "objective": dict(cfg.sweep.objective), "created": time.time()})
     return run_id, False
 
 
-def summarise_trial(result: Any, cfg: MedmixConfig, space: SearchSpace, sweep_dir: Path) -> TrialSummary:
-    """A Tune `Result` (plus the trial's run dir on disk) -> `TrialSummary`."""
+def summarise_trial(result: Any, cfg: MedmixConfig, space: SearchSpace, sweep_dir: Location) -> TrialSummary:
+    """A Tune `Result` (plus the trial's run dir in storage) -> `TrialSummary`."""
     metrics = dict(result.metrics or {})
-    trial_id = Path(result.path).name   # trial_dirname() names trial dirs by trial id
+    trial_id = _trial_id(result)
     params = {k: v for k, v in (result.config or {}).items()}
     trial_cfg = apply_params(cfg, space, params)
-    run_dir = sweep_dir / TRIALS_DIR / trial_id
+    run_dir = sweep_dir.join(TRIALS_DIR, trial_id)
     step = int(metrics.get("step", 0))
-    checkpoint = metrics.get("checkpoint_path")
+    # Ray Train reports a checkpoint as a path on the run's filesystem ("bucket/key" on S3)
+    checkpoint = checkpoint_location(run_dir, str(metrics["checkpoint_path"])) if metrics.get("checkpoint_path") else None
     if checkpoint:   # registered by Ray Train, so whole, even if ASHA stopped it before its commit
-        commit_registered(location(run_dir), [str(checkpoint)])
+        commit_registered(run_dir, [checkpoint])
     if result.error is not None:
         status = "error"
     elif step >= cfg.train.steps:
@@ -349,12 +356,18 @@ def summarise_trial(result: Any, cfg: MedmixConfig, space: SearchSpace, sweep_di
         lr=trial_cfg.train.lr, status=status, step=step,
         objective=float(metrics[OBJECTIVE]) if metrics.get(OBJECTIVE) is not None else None,
         metrics={k: float(v) for k, v in metrics.items() if k.startswith(("val_loss", "loss")) or k == OBJECTIVE},
-        checkpoint=str(checkpoint) if checkpoint and status == "complete" else None,
-        run_id=read_json(run_dir / RUN_INFO).get("run_id"), run_dir=str(run_dir),
+        checkpoint=checkpoint if checkpoint and status == "complete" else None,
+        run_id=read_json(run_dir.join(RUN_INFO)).get("run_id"), run_dir=run_dir.uri,
         trial_steps=_ledger_steps(run_dir) or step, error=str(result.error) if result.error else None)
 
 
-def _ledger_steps(run_dir: Path) -> int:
+def _trial_id(result: Any) -> str:
+    """The trial id of a Tune `Result`: trial_dirname() names trial dirs by trial id (its path
+    is a local path or "bucket/key" on object storage)."""
+    return posixpath.basename(str(result.path).rstrip("/"))
+
+
+def _ledger_steps(run_dir: Location) -> int:
     """Steps rank 0 trained, over every attempt (one ledger line per step)."""
     return sum(len(lines) for lines in read_ledger(run_dir, rank=0).values())
 
@@ -379,7 +392,7 @@ def trial_table(grid: Any, space: SearchSpace, cfg: MedmixConfig):
         for row in rows:
             if row.get(OBJECTIVE) is None or (isinstance(row[OBJECTIVE], float) and math.isnan(row[OBJECTIVE])):
                 continue
-            rec = {"trial": Path(result.path).name, "step": int(row["step"]), "scale": scale_key(trial_cfg.model),
+            rec = {"trial": _trial_id(result), "step": int(row["step"]), "scale": scale_key(trial_cfg.model),
                    "lr": trial_cfg.train.lr, **shares, OBJECTIVE: float(row[OBJECTIVE])}
             rec.update({k: float(v) for k, v in row.items() if isinstance(k, str) and k.startswith("val_loss")
                         and v is not None and not (isinstance(v, float) and math.isnan(v))})
@@ -431,7 +444,7 @@ def _ensure_checkpoint_record(cfg: MedmixConfig, tracker: Any, trial: TrialSumma
                               data_state=meta.get("data_state"), parent_checkpoint=meta.get("parent_checkpoint"))
 
 
-def _log_outcome(tracker: Any, cfg: MedmixConfig, result: SweepResult, sweep_dir: Path) -> None:
+def _log_outcome(tracker: Any, cfg: MedmixConfig, result: SweepResult, sweep_dir: Location) -> None:
     """On the parent run: the trials, the best trial and its whole config, compute used."""
     counts = {s: sum(1 for t in result.trials if t.status == s) for s in ("complete", "stopped", "error")}
     metrics = {"trials": len(result.trials), **{f"trials_{k}": v for k, v in counts.items()},
@@ -444,30 +457,34 @@ def _log_outcome(tracker: Any, cfg: MedmixConfig, result: SweepResult, sweep_dir
         tracker.log_dict({"trial": best.trial_id, "run_id": best.run_id, "objective": best.objective,
                           "shares": best.shares, "scale": best.scale, "lr": best.lr,
                           "checkpoint": best.checkpoint, "params": best.params}, "sweep/best.json")
-        path = sweep_dir / "best_config.toml"
-        path.write_text(to_toml(best_cfg))
-        tracker.log_artifact(path, "sweep")
+        best_toml = sweep_dir.join("best_config.toml")
+        best_toml.write_text(to_toml(best_cfg))
+        with local_copy(best_toml) as path:
+            tracker.log_artifact(path, "sweep")
         tracker.set_tags({"medmix.sweep.best_trial": best.trial_id, "medmix.sweep.best_run_id": best.run_id or "",
                           "medmix.sweep.best_checkpoint": best.checkpoint or ""})
     tracker.log_metrics(metrics, step=0)
     tracker.log_dict({"trials": [asdict(t) for t in result.trials]}, "sweep/trials.json")
-    if (sweep_dir / TRIALS_CSV).is_file():
-        tracker.log_artifact(sweep_dir / TRIALS_CSV, "sweep")
+    if sweep_dir.join(TRIALS_CSV).is_file():
+        with local_copy(sweep_dir.join(TRIALS_CSV)) as path:
+            tracker.log_artifact(path, "sweep")
 
 
-def _analyze(cfg: MedmixConfig, table: Any, space: SearchSpace, sweep_dir: Path, tracker: Any, result: SweepResult):
+def _analyze(cfg: MedmixConfig, table: Any, space: SearchSpace, sweep_dir: Location, tracker: Any,
+             result: SweepResult):
     """The mixture-law report at the end of a sweep; a sweep too small for a law is not an error."""
     n_trials = len({r["trial"] for r in table.records})
     if n_trials < 3:
         result.notes.append(f"analysis skipped: {n_trials} trials with validation results (need 3)")
         return None
     try:
-        report = analyze_sweep(table, sweep_dir / "analysis", space=space, target_scale=cfg.sweep.target_scale,
+        report = analyze_sweep(table, analysis_dir(sweep_dir), space=space, target_scale=cfg.sweep.target_scale,
                                model=cfg.sweep.law_model, mode=cfg.sweep.mode, min_trials=cfg.sweep.law_min_trials,
                                samples=cfg.sweep.law_samples, seed=cfg.seed, title=cfg.name)
     except ValueError as exc:
         result.notes.append(f"analysis skipped: {exc}")
         return None
+    publish_analysis(report, sweep_dir)
     tracker.log_artifact(report.out_dir, "analysis")
     return report
 
