@@ -7,7 +7,8 @@
 HTTP (all JSON; OpenAPI at /docs):
     POST /v1/predict   {task, inputs, options} -> text (+ option probabilities, genotype)
     GET  /v1/tasks     each task's input fields and a working example body
-    GET  /v1/models    the served versions and their lineage
+    POST /v1/chat/completions  OpenAI's chat completions (images as data: URIs, streaming; medmix.chat)
+    GET  /v1/models    the served versions and their lineage, in OpenAI's list shape
     GET  /healthz      liveness (no token needed)
 
 Two deployments. `MedmixIngress` (FastAPI, CPU) authenticates, enforces the limits, decodes
@@ -28,13 +29,17 @@ import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from ray import serve
 
 from medmix.config import config_from_dict
+from medmix.model.export_meta import WEIGHTS_FILE
 from medmix.observability.metrics import record_batch, set_served_model
 from medmix.serve.auth import token_digest
+from medmix.serve.chat import (Answer, ChatCompletionRequest, ChatError, chat_item, completion_id, cut_at_stop,
+                               logprobs_content, model_card, now, parse_turns)
 from medmix.serve.config import ServeConfig, resolve_num_gpus
 from medmix.serve.inputs import InputError, Limits, Preprocessor, genotype, task_info
 from medmix.serve.models import ModelEntry, local_path, resolve_models
@@ -55,6 +60,13 @@ def _config(sections: dict[str, Any]):
 
 def _sections(cfg) -> dict[str, Any]:
     return {"serve": dataclasses.asdict(cfg.serve), "lineage": dataclasses.asdict(cfg.lineage)}
+
+
+def _created(path: str) -> int:
+    try:
+        return int(Path(path, WEIGHTS_FILE).stat().st_mtime)
+    except OSError:
+        return 0
 
 
 # --- the model deployment ------------------------------------------------------------------
@@ -133,6 +145,8 @@ class MedmixIngress:
         self.token_sha256 = token_sha256
         self.tasks = [task_info(spec) for spec in all_tasks()]
         self.models = [{**e.describe(), "default": e.id == self.default} for e in self.entries]
+        # OpenAI's model objects: `created` is when the version's weights were written
+        self.model_cards = [model_card(m, _created(e.path)) for m, e in zip(self.models, self.entries)]
         # decoding and tokenizing are CPU work: off the event loop, a few at a time
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="medmix-prep")
         set_served_model([e.id for e in self.entries])  # Prometheus: the versions this app answers with
@@ -162,11 +176,7 @@ class MedmixIngress:
         prep = self.prep[model_id]
         loop = asyncio.get_running_loop()
         item = await loop.run_in_executor(self.executor, prep.prepare, spec, body.inputs, body.options, self.limits)
-        if model_id not in self.handles:  # one handle per version: Serve routes it to replicas holding it
-            self.handles[model_id] = self.model.options(multiplexed_model_id=model_id)
-        result = await self.handles[model_id].predict.remote(item)
-        if "error" in result:
-            raise RuntimeError(f"model {model_id} failed on this request: {result['error']}")
+        result = await self._ask(model_id, item)
         entry = self.by_id[model_id]
         out: dict[str, Any] = {
             "task": spec.name, "text": prep.decode(result["tokens"]),
@@ -185,6 +195,47 @@ class MedmixIngress:
                 out["genotype"] = genotype(probs)
         out["latency_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         return out
+
+
+    async def chat(self, body: ChatCompletionRequest) -> Answer:
+        """A chat completion request -> its Answer (raises ChatError for a bad request)."""
+        body.check()
+        try:
+            model_id = self.pick_model(None, body.model)
+        except InputError as exc:
+            raise ChatError(exc.message, "model", 404, "model_not_found") from None
+        spec = None
+        if body.medmix is not None:
+            try:
+                spec = get_task(body.medmix.task)
+            except UnknownTaskError as exc:
+                raise ChatError(str(exc), "medmix.task") from None
+        prep = self.prep[model_id]
+        turns = parse_turns(body.messages, self.limits)
+        loop = asyncio.get_running_loop()
+        item = await loop.run_in_executor(self.executor, chat_item, prep, turns, body, self.limits, spec)
+        result = await self._ask(model_id, item)
+        tokens = result["tokens"]
+        text = prep.decode(tokens)
+        tokens, text, stopped = cut_at_stop(prep.tokenizer, tokens, text, body.stops)
+        entry = self.by_id[model_id]
+        logprobs = None
+        if "logprobs" in result:
+            logprobs = logprobs_content(prep.tokenizer, result["logprobs"][:len(tokens)])
+        return Answer(id=completion_id(), created=now(), model=entry.id, fingerprint=f"medmix-{entry.digest[:12]}",
+                      text=text, tokens=tokens, finish_reason="stop" if stopped else result["finish_reason"],
+                      prompt_tokens=len(item.prompt_ids), logprobs=logprobs,
+                      medmix={"model_version": entry.version, "digest": entry.digest,
+                              "task": spec.name if spec else None, "exemplar": item.exemplar if spec else False,
+                              "truncated": item.truncated, "batch_size": result.get("batch_size", 1)})
+
+    async def _ask(self, model_id: str, item) -> dict:
+        if model_id not in self.handles:  # one handle per version: Serve routes it to replicas holding it
+            self.handles[model_id] = self.model.options(multiplexed_model_id=model_id)
+        result = await self.handles[model_id].predict.remote(item)
+        if "error" in result:
+            raise RuntimeError(f"model {model_id} failed on this request: {result['error']}")
+        return result
 
 
 # --- building the application --------------------------------------------------------------

@@ -53,6 +53,19 @@ def app_path(scope: dict) -> str:
     return path
 
 
+def openai_path(path: str) -> bool:
+    """Routes that answer in OpenAI's shapes, errors included (`medmix.serve.chat`)."""
+    return path.startswith("/v1/chat/") or path == "/v1/models" or path.startswith("/v1/models/")
+
+
+def error_json(path: str, status: int, message: str, field: str | None, code: str | None = None) -> dict:
+    """An error body in the shape of the route at `path`: OpenAI's error object, or medmix's."""
+    if openai_path(path):
+        from medmix.serve.chat import error_body
+        return error_body(status, message, field, code)
+    return {"error": message, "status": status, "field": field}
+
+
 async def send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
@@ -80,5 +93,5 @@ class BearerAuth:
         reason = check_header(header, self.digest)
         if reason is None:
             return await self.app(scope, receive, send)
-        await send_json(send, 401, {"error": reason, "status": 401, "field": "Authorization"},
+        await send_json(send, 401, error_json(app_path(scope), 401, reason, "Authorization", "invalid_api_key"),
                         [(b"www-authenticate", b'Bearer realm="medmix"')])

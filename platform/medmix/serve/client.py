@@ -70,5 +70,5 @@ def tasks(url: str, token: str | None = None) -> list[dict]:
 
 
 def models(url: str, token: str | None = None) -> list[dict]:
-    """GET /v1/models: the served versions with their lineage."""
-    return request(url.rstrip("/") + "/v1/models", token=token)
+    """GET /v1/models: the served versions with their lineage (the `data` of OpenAI's list)."""
+    return request(url.rstrip("/") + "/v1/models", token=token)["data"]

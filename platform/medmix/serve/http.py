@@ -17,15 +17,17 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medmix import __version__
 from medmix.observability.metrics import record_request
-from medmix.serve.auth import BearerAuth
+from medmix.serve.auth import BearerAuth, openai_path
+from medmix.serve.chat import ChatCompletionRequest, ChatError, error_body, sse
 from medmix.serve.inputs import InputError
 from medmix.serve.limits import BodyLimit
-from medmix.serve.schemas import ErrorResponse, Health, ModelInfo, PredictRequest, PredictResponse, TaskInfo
+from medmix.serve.schemas import (ChatCompletion, ErrorResponse, Health, ModelCard, ModelList, OpenAIError,
+                                  PredictRequest, PredictResponse, TaskInfo)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,11 @@ ERRORS = {code: {"model": ErrorResponse, "description": what} for code, what in 
     (413, "over a size limit (body, image pixels, images, text, prompt)"), (415, "unsupported image format"),
     (422, "invalid request: wrong type, unknown task, missing field, bad image, ..."),
     (500, "server failure (never caused by the request's content)"))}
+
+OPENAI_ERRORS = {code: {"model": OpenAIError, "description": what} for code, what in (
+    (400, "invalid request (error.param names the field)"), (401, "missing or unknown API key"),
+    (404, "unknown model"), (413, "over a size limit"), (415, "unsupported image format"),
+    (429, "over the key's rate limit (Retry-After says when to retry)"), (500, "server failure"))}
 
 
 class SafeJSONResponse(JSONResponse):
@@ -52,6 +59,31 @@ def error(status: int, message: str, field: str | None = None, details: list | N
     if details:
         body["details"] = details
     return SafeJSONResponse(body, status_code=status)
+
+
+def openai_error(status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict | None = None) -> JSONResponse:
+    return SafeJSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
+
+
+def _openai_validation(exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if bad_json is not None:
+        return openai_error(400, f"request body is not valid JSON: {bad_json.get('msg', '')}", None, "invalid_json")
+    first = errors[0] if errors else {}
+    param = _loc(first.get("loc", ()))
+    kind = str(first.get("type", ""))
+    if kind == "extra_forbidden":
+        message = f"unrecognized request field {param!r}; see /docs for the fields medmix accepts"
+    elif kind == "missing":
+        message = f"missing required parameter {param!r}"
+    elif param == "body":
+        message = "the body must be a JSON object sent with Content-Type: application/json"
+    else:
+        message = f"{param}: {first.get('msg', 'invalid value')}"
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return openai_error(400, message + more, param, "invalid_value" if kind != "extra_forbidden" else "unknown_parameter")
 
 
 def _loc(loc: tuple | list) -> str:
@@ -92,6 +124,8 @@ def build_http_app(ingress) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError):
+        if openai_path(request.url.path):
+            return _openai_validation(exc)
         return _validation_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
@@ -101,11 +135,16 @@ def build_http_app(ingress) -> FastAPI:
             message = f"no route {request.method} {request.url.path}; see /docs"
         elif exc.status_code == 405:
             message = f"method {request.method} not allowed on {request.url.path}; see /docs"
+        if openai_path(request.url.path):
+            return openai_error(exc.status_code, message)
         return error(exc.status_code, message)
 
     @app.exception_handler(Exception)
     async def on_error(request: Request, exc: Exception):
         log.exception("unhandled error on %s", request.url.path)
+        if openai_path(request.url.path):
+            return openai_error(500, f"internal error ({type(exc).__name__}); the request was valid, retry or "
+                                     f"report it")
         return error(500, f"internal error ({type(exc).__name__}); the request was valid, retry or report it")
 
     @app.post("/v1/predict", response_model=PredictResponse, response_model_exclude_none=True, responses=ERRORS,
@@ -138,10 +177,44 @@ def build_http_app(ingress) -> FastAPI:
                 return t
         return error(404, f"unknown task {name!r}; GET /v1/tasks lists them", "name")
 
-    @app.get("/v1/models", response_model=list[ModelInfo], responses={401: ERRORS[401]},
-             summary="The served model versions, their aliases and lineage")
+    @app.get("/v1/models", response_model=ModelList, responses={401: OPENAI_ERRORS[401]},
+             summary="The served model versions (OpenAI's list shape) with their aliases and lineage")
     async def models() -> Any:
-        return ingress.models
+        return {"object": "list", "data": ingress.model_cards}
+
+    @app.get("/v1/models/{model:path}", response_model=ModelCard, responses={401: OPENAI_ERRORS[401],
+                                                                              404: OPENAI_ERRORS[404]},
+             summary="One served model, by id or alias")
+    async def model(model: str) -> Any:
+        if model not in ingress.names:
+            return openai_error(404, f"model {model!r} is not served here; GET /v1/models lists them", "model",
+                                "model_not_found")
+        return next(c for c in ingress.model_cards if c["id"] == ingress.names[model])
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletion, responses=OPENAI_ERRORS,
+              summary="OpenAI-compatible chat completion: text and image parts, streaming, logprobs; "
+                      "`medmix: {task}` renders a task's trained prompt")
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+        t0 = time.perf_counter()
+        task = body.medmix.task if body.medmix else "chat"
+        try:
+            answer = await ingress.chat(body)
+        except ChatError as exc:
+            record_request("/v1/chat/completions", task, exc.status, time.perf_counter() - t0, "")
+            return openai_error(exc.status, exc.message, exc.param, exc.code)
+        except Exception as exc:  # noqa: BLE001 - the contract: JSON, and the replica lives on
+            log.exception("chat completion failed")
+            record_request("/v1/chat/completions", task, 500, time.perf_counter() - t0, "")
+            return openai_error(500, f"internal error: {type(exc).__name__}: {exc}")
+        record_request("/v1/chat/completions", task, 200, time.perf_counter() - t0, answer.model)
+        request.state.usage = answer.usage
+        headers = {"X-Medmix-Model": answer.model}
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            chunks = answer.chunks(ingress.prep[answer.model].tokenizer, include_usage)
+            return StreamingResponse(sse(chunks), media_type="text/event-stream",
+                                     headers={**headers, "Cache-Control": "no-cache"})
+        return SafeJSONResponse(answer.response(), headers=headers)
 
     @app.get("/healthz", response_model=Health, summary="Liveness (no token needed)")
     async def healthz() -> Any:

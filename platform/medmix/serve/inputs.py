@@ -99,6 +99,8 @@ class ModelInputs:
     exemplar: bool = True
     truncated: bool = False
     ignored_fields: list[str] = field(default_factory=list)
+    logprobs: int | None = None
+    """None: no per-token log-probabilities; k >= 0: each generated token's, with the top k."""
 
 
 # --- task input schemas ----------------------------------------------------------------------
@@ -330,18 +332,23 @@ class Preprocessor:
         out, header = [], {}
         for i, text in enumerate(items):
             where = f"inputs.images[{i}]" if given[0] == "images" else "inputs.image"
-            data = b64decode(text, where)
-            fmt = sniff_format(data)
-            if fmt is None:
-                raise InputError(f"{where}: unsupported image format (first bytes {data[:8]!r}); send PNG, "
-                                 f"JPEG or DICOM", where, status=415)
-            if fmt == "dicom":
-                array, head = decode_dicom(data, limits, where, self.store_image_size or self.image_size)
-                header = {**head, **header}
-            else:
-                array = decode_raster(data, fmt, limits, where)
-            out.append(to_model_input(array, self.image_size))
+            pixels, head = self.image(b64decode(text, where), limits, where)
+            header = {**head, **header}
+            out.append(pixels)
         return out, header
+
+    def image(self, data: bytes, limits: Limits, where: str) -> tuple[np.ndarray, dict]:
+        """One image's bytes (PNG, JPEG or DICOM) -> (3xSxS float32 model input, DICOM header context)."""
+        fmt = sniff_format(data)
+        if fmt is None:
+            raise InputError(f"{where}: unsupported image format (first bytes {data[:8]!r}); send PNG, "
+                             f"JPEG or DICOM", where, status=415)
+        head: dict = {}
+        if fmt == "dicom":
+            array, head = decode_dicom(data, limits, where, self.store_image_size or self.image_size)
+        else:
+            array = decode_raster(data, fmt, limits, where)
+        return to_model_input(array, self.image_size), head
 
     def context(self, spec: TaskSpec, inputs: dict[str, Any], header: dict, limits: Limits) -> tuple[dict, list[str]]:
         """The task context from the request's text fields (+ DICOM header defaults)."""
@@ -389,11 +396,13 @@ class Preprocessor:
         return ctx, sorted(ignored)
 
     # -- the whole request ------------------------------------------------------------------
-    def prepare(self, spec: TaskSpec, inputs: dict[str, Any], options: Any, limits: Limits) -> ModelInputs:
-        """Validate and encode one request. `options` is a `GenerationOptions`."""
+    def prepare(self, spec: TaskSpec, inputs: dict[str, Any], options: Any, limits: Limits,
+                images: tuple[list[np.ndarray], dict] | None = None) -> ModelInputs:
+        """Validate and encode one request. `options` is a `GenerationOptions`; `images` are
+        already decoded images and their header context (then `inputs` carries none)."""
         if not isinstance(inputs, dict):
             raise InputError("inputs must be an object", "inputs")
-        pixels, header = self.images(spec, inputs, limits)
+        pixels, header = images if images is not None else self.images(spec, inputs, limits)
         ctx, ignored = self.context(spec, inputs, header, limits)
         exemplar = self.exemplar if options.exemplar is None else options.exemplar
         tok = self.tokenizer

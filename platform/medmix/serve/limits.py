@@ -9,7 +9,7 @@ are checked in `medmix.serve.inputs` with messages naming the field.
 
 from __future__ import annotations
 
-from medmix.serve.auth import send_json
+from medmix.serve.auth import app_path, error_json, send_json
 
 
 class BodyLimit:
@@ -19,10 +19,10 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _too_large(self, size: int | None) -> dict:
+    def _too_large(self, scope, size: int | None) -> dict:
         said = f"{size:,} bytes" if size is not None else "more bytes"
-        return {"error": f"request body is {said}, over the limit of {self.max_bytes:,} bytes "
-                         f"(serve.max_body_bytes); send smaller or fewer images", "status": 413, "field": "body"}
+        return error_json(app_path(scope), 413, f"request body is {said}, over the limit of {self.max_bytes:,} "
+                          f"bytes (serve.max_body_bytes); send smaller or fewer images", "body", "request_too_large")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -32,10 +32,10 @@ class BodyLimit:
                 try:
                     declared = int(value)
                 except ValueError:
-                    return await send_json(send, 400, {"error": "invalid Content-Length header", "status": 400,
-                                                       "field": "Content-Length"})
+                    return await send_json(send, 400, error_json(app_path(scope), 400, "invalid Content-Length "
+                                                                 "header", "Content-Length"))
                 if declared > self.max_bytes:
-                    return await send_json(send, 413, self._too_large(declared))
+                    return await send_json(send, 413, self._too_large(scope, declared))
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -44,7 +44,7 @@ class BodyLimit:
             body = message.get("body", b"")
             size += len(body)
             if size > self.max_bytes:
-                return await send_json(send, 413, self._too_large(None))
+                return await send_json(send, 413, self._too_large(scope, None))
             chunks.append(body)
             if not message.get("more_body", False):
                 break

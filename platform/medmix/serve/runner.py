@@ -122,6 +122,9 @@ class ModelRunner:
         scored = [i for i, it in enumerate(items) if it.option_ids]
         if scored:
             self._score(items, scored, results)
+        for i, it in enumerate(items):
+            if getattr(it, "logprobs", None) is not None:
+                results[i]["logprobs"] = self.token_logprobs(it, results[i]["tokens"], it.logprobs)
         ms = (time.perf_counter() - t0) * 1000
         for r in results:
             r["batch_size"] = len(items)
@@ -146,6 +149,37 @@ class ModelRunner:
             stopped = not ignore_eos and len(row) < limit  # ended at end of text within its limit
             results[i]["tokens"] = [int(t) for t in tokens]
             results[i]["finish_reason"] = "stop" if stopped else "length"
+
+    def token_logprobs(self, item: Any, tokens: list[int], top: int) -> list[dict[str, Any]]:
+        """Each generated token's log-probability under the model (and the `top` likeliest
+        tokens at its position): one forward pass over prompt + answer, after generation.
+
+        The distribution is the model's own (temperature 1, no top-p), with the tokens that
+        generation never emits (image, padding) excluded, as `generate` excludes them."""
+        import torch
+        if not tokens:
+            return []
+        prompt = list(item.prompt_ids)
+        ids = torch.as_tensor([prompt + list(tokens)], dtype=torch.long, device=self.device)
+        pixels = self._pixels([item], [0])
+        with torch.no_grad():
+            embeds = self.model.embed(ids, pixels)
+            positions = torch.arange(ids.shape[1], device=self.device)[None]
+            logits = self.model.decoder(inputs_embeds=embeds, attention_mask=torch.ones_like(ids),
+                                        position_ids=positions, use_cache=False).logits[0]
+            rows = logits[len(prompt) - 1:len(prompt) - 1 + len(tokens)].float()
+            banned = [self.model.image_token_id] + ([self.pad_id] if self.pad_id != self.eos_id else [])
+            rows[:, banned] = float("-inf")
+            logp = torch.log_softmax(rows, dim=-1)
+            chosen = logp.gather(1, torch.as_tensor(tokens, device=logp.device)[:, None])[:, 0].tolist()
+            best = logp.topk(top, dim=-1) if top else None
+        out = []
+        for k, (token, lp) in enumerate(zip(tokens, chosen)):
+            entry: dict[str, Any] = {"id": int(token), "logprob": float(lp)}
+            if best is not None:
+                entry["top"] = [(int(t), float(v)) for t, v in zip(best.indices[k].tolist(), best.values[k].tolist())]
+            out.append(entry)
+        return out
 
     def _score(self, items, idx, results) -> None:
         scores = score_options(self.model, [items[i].score_prompt_ids for i in idx],

@@ -136,3 +136,63 @@ class ModelInfo(BaseModel):
 class Health(BaseModel):
     status: str
     models: list[str]
+
+
+# --- OpenAI-compatible shapes (medmix.serve.chat has the request) -----------------------------------
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error, authentication_error, rate_limit_error, ...")
+    param: str | None = Field(None, description="the request field at fault, e.g. messages[0].content[1]")
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """OpenAI's error object (every error of /v1/chat/completions and /v1/models)."""
+
+    error: OpenAIErrorDetail
+
+
+class ModelCard(ModelInfo):
+    """OpenAI's model object, with medmix's version, aliases and lineage alongside."""
+
+    object: str = "model"
+    created: int = Field(description="when the version's weights were written (Unix time)")
+    owned_by: str = "medmix"
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelCard]
+
+
+class ChatMessageOut(BaseModel):
+    role: str
+    content: str
+    refusal: str | None = None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatMessageOut
+    logprobs: dict[str, Any] | None = None
+    finish_reason: str = Field(description="stop (end of text or a stop sequence) or length")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    """OpenAI's chat.completion object (stream = true sends chat.completion.chunk events instead)."""
+
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str = Field(description="the served version that answered")
+    system_fingerprint: str | None = None
+    choices: list[ChatChoice]
+    usage: Usage
+    medmix: dict[str, Any] | None = Field(None, description="model version, digest, task, exemplar, batch size")

@@ -78,7 +78,11 @@ def test_health_auth_and_errors_are_json(client):
                              ("GET", "/docs"), ("GET", "/nowhere")):
             r = client.request(method, path, headers=headers, json={"task": "medqa", "inputs": {}})
             assert r.status_code == 401, (headers, path)
-            assert r.json()["status"] == 401 and r.headers["www-authenticate"].startswith("Bearer")
+            assert r.headers["www-authenticate"].startswith("Bearer")
+            if path == "/v1/models":  # an OpenAI route: OpenAI's error object
+                assert r.json()["error"]["type"] == "authentication_error"
+            else:
+                assert r.json()["status"] == 401
     r = client.get("/nowhere", headers=AUTH)
     assert r.status_code == 404 and "no route" in r.json()["error"]
     r = client.get("/v1/predict", headers=AUTH)
@@ -99,7 +103,10 @@ def test_tasks_examples_and_models(client, served):
         assert (body.get("options") is not None) == (t["kind"] in ("mcq", "qa", "classify", "variant", "risk"))
         if t["kind"] == "variant":
             assert body["genotype"]["gt"] in ("0/0", "0/1", "1/1")
-    models = client.get("/v1/models", headers=AUTH).json()
+    listing = client.get("/v1/models", headers=AUTH).json()
+    assert listing["object"] == "list"
+    models = listing["data"]
+    assert all(m["object"] == "model" and m["owned_by"] == "medmix" and m["created"] > 0 for m in models)
     assert [m["id"] for m in models] == [e.id for e in served.entries] and models[0]["default"]
     assert models[1]["lineage"]["checkpoint"] == "random-init-seed-1" and models[0]["max_seq_len"] == 256
 
@@ -208,6 +215,105 @@ def test_body_size_limit_declared_and_streamed(client):
             yield b"x" * 65536
     r = client.post("/v1/predict", content=chunks(), headers={**AUTH, "Content-Type": "application/json"})
     assert r.status_code == 413
+
+
+# --- the OpenAI-compatible API, driven by the official openai client ------------------------------
+
+@pytest.fixture(scope="module")
+def oai(served):
+    import openai
+    return openai.OpenAI(base_url=served.url + "/v1", api_key=TOKEN, max_retries=0, timeout=120.0)
+
+
+def image_part(data: bytes, mime: str = "image/png") -> dict:
+    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{b64(data)}"}}
+
+
+def test_openai_chat_with_an_image_streams_what_offline_generate_says(oai, served, tiny_suite):
+    """A task prompt (medmix.task) with an image part: the answer equals offline `generate` on the
+    same inputs; the streamed chunks concatenate to it; usage counts the tokens."""
+    from medmix.data.store import ShardStore
+    row = next(iter(ShardStore(tiny_suite).iter_examples("cxr_report", "test")))
+    messages = [{"role": "user", "content": [image_part(row.images[0])]}]
+    extra = {"medmix": {"task": "cxr_report", "inputs": dict(row.context)}}
+    done = oai.chat.completions.create(model=served.entries[1].aliases[0], messages=messages, max_tokens=12,
+                                       temperature=0, extra_body=extra)
+    text, tokens, _ = offline(served.exports[1], "cxr_report", {**row.context, "image": b64(row.images[0])}, 12)
+    assert done.object == "chat.completion" and done.model == served.entries[1].id
+    choice = done.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content == text
+    assert choice.finish_reason == ("length" if len(tokens) == 12 else "stop")
+    assert done.usage.completion_tokens == len(tokens) and done.usage.prompt_tokens > 0
+    assert done.usage.total_tokens == done.usage.prompt_tokens + done.usage.completion_tokens
+
+    stream = oai.chat.completions.create(model=served.entries[1].id, messages=messages, max_tokens=12,
+                                         temperature=0, stream=True, stream_options={"include_usage": True},
+                                         extra_body=extra)
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    with_choice = [c for c in chunks if c.choices]
+    assert len(with_choice) == len(tokens) + 2  # the role, one per token, the finish reason
+    assert "".join(c.choices[0].delta.content or "" for c in with_choice) == text
+    assert with_choice[-1].choices[0].finish_reason == choice.finish_reason
+    assert all(c.choices[0].finish_reason is None for c in with_choice[:-1])
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == len(tokens)
+
+
+def test_openai_plain_chat_sees_the_image_and_reports_logprobs(oai, served):
+    def ask(image: bytes, **kw):
+        return oai.chat.completions.create(
+            model=served.entries[0].id, max_completion_tokens=4, logprobs=True, top_logprobs=3,
+            messages=[{"role": "system", "content": "Answer briefly."},
+                      {"role": "user", "content": [{"type": "text", "text": "What does this show?"}, image_part(image)]}],
+            **kw)
+    a, b = ask(_png(24)), ask(_png(31))
+    lp_a, lp_b = a.choices[0].logprobs.content, b.choices[0].logprobs.content
+    assert len(lp_a) == a.usage.completion_tokens and len(lp_a[0].top_logprobs) == 3
+    assert lp_a[0].logprob <= 0 and lp_a[0].top_logprobs[0].logprob >= lp_a[0].logprob
+    assert [t.logprob for t in lp_a] != [t.logprob for t in lp_b]  # the image reached the model
+    again = ask(_png(24))
+    assert again.choices[0].message.content == a.choices[0].message.content  # greedy by default
+    # DICOM as a data URI
+    from pydicom.data import get_testdata_file
+    dicom = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    d = oai.chat.completions.create(model=served.entries[0].id, max_tokens=3, messages=[{"role": "user", "content": [
+        {"type": "text", "text": "Findings?"}, image_part(dicom, "application/dicom")]}])
+    assert d.usage.completion_tokens >= 1
+    listing = oai.models.list()
+    assert [m.id for m in listing.data] == [e.id for e in served.entries]
+    assert oai.models.retrieve(served.entries[1].id).id == served.entries[1].id
+
+
+def test_openai_errors_are_openai_shaped(oai, served, client):
+    import openai
+    user = [{"role": "user", "content": "hello"}]
+    cases = [(dict(n=2), openai.BadRequestError, "n"),
+             (dict(tools=[{"type": "function", "function": {"name": "f"}}]), openai.BadRequestError, "tools"),
+             (dict(extra_body={"bogus": 1}), openai.BadRequestError, "bogus"),
+             (dict(model="medmix/999"), openai.NotFoundError, "model"),
+             (dict(max_tokens=10_000), openai.BadRequestError, "max_tokens"),
+             (dict(extra_body={"medmix": {"task": "nope"}}), openai.BadRequestError, "medmix.task"),
+             (dict(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/a.png"}}]}]),
+              openai.BadRequestError, "messages[0].content[0].image_url.url")]
+    for kw, exc_type, param in cases:
+        kw = {"model": served.entries[0].id, "messages": user, **kw}
+        with pytest.raises(exc_type) as e:
+            oai.chat.completions.create(**kw)
+        err = e.value.response.json()["error"]
+        assert set(err) == {"message", "type", "param", "code"} and err["param"] == param and err["message"], err
+    import openai as _openai
+    bad_key = _openai.OpenAI(base_url=served.url + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(_openai.AuthenticationError) as e:
+        bad_key.chat.completions.create(model=served.entries[0].id, messages=user)
+    assert e.value.response.json()["error"]["type"] == "authentication_error"
+    for content in (b"{not json", b"[1, 2]", json.dumps({"messages": "hi"}).encode()):
+        r = client.post("/v1/chat/completions", content=content, headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text
+    r = client.post("/v1/chat/completions", json={"messages": user, "stream": True, "max_tokens": 2}, headers=AUTH)
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = [line for line in r.text.split("\n\n") if line]
+    assert events[-1] == "data: [DONE]" and all(e.startswith("data: ") for e in events)
 
 
 # --- malformed requests (hypothesis) ------------------------------------------------------------

@@ -82,3 +82,20 @@ def test_a_failing_request_fails_alone(model):
     out = runner.run([good, bad])
     assert "tokens" in out[0] and "error" in out[1]
     assert runner.stats["retries"] == 1
+
+
+def test_token_logprobs_match_a_full_forward_and_depend_on_the_image(model):
+    """The per-token log-probabilities the chat endpoint reports: one forward pass over prompt +
+    answer, the chosen token among the top ones under greedy decoding, and a different image
+    gives different numbers."""
+    runner = ModelRunner(model, "cpu", eos_id=EOS, pad_id=PAD)
+    it = dataclasses.replace(item([5, 6, 7], images=1), logprobs=3, max_new_tokens=5)
+    (res,) = runner.run([it])
+    assert len(res["logprobs"]) == len(res["tokens"]) > 0
+    for tok, entry in zip(res["tokens"], res["logprobs"]):
+        assert entry["id"] == tok and entry["logprob"] <= 0 and len(entry["top"]) == 3
+        assert entry["top"][0][0] == tok  # greedy: the chosen token is the likeliest
+        assert abs(entry["top"][0][1] - entry["logprob"]) < 1e-4
+    other = dataclasses.replace(it, pixel_values=pixels(1, 7))
+    assert runner.run([other])[0]["logprobs"][0]["logprob"] != res["logprobs"][0]["logprob"]
+    assert "logprobs" not in runner.run([item([5, 6, 7])])[0]
