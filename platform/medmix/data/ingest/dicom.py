@@ -8,7 +8,18 @@ the VOI LUT or window (the file's first one); MONOCHROME1 is inverted so that de
 bright, as on a MONOCHROME2 display; the result is scaled to 8 bits over the VOI output range,
 padded to a square and resized to the store's image size (`square_resize`) and stored as PNG.
 With no VOI in the file the 0.5-99.5 percentile range is the window. Multi-frame files give
-their middle frame (volumes are the `volume` ingest's job). Colour (RGB/YBR) passes through.
+their middle frame, and only that frame is decoded (volumes are the `volume` ingest's job).
+Colour (RGB/YBR) passes through.
+
+Codecs: pydicom's pixel-data plugins decode every transfer syntax its own test files use —
+uncompressed (little/big endian, implicit/explicit, deflated), RLE (pylibjpeg-rle), JPEG
+baseline/extended/lossless (pylibjpeg-libjpeg), JPEG-LS (pylibjpeg-libjpeg) and JPEG 2000
+(pylibjpeg-openjpeg); all are medmix dependencies. Two header faults whose answer the file
+itself fixes are repaired in memory (never on disk): a missing Transfer Syntax UID on
+uncompressed pixels (the encoding the dataset was read with is the syntax), and a malformed
+NumberOfFrames on uncompressed pixels whose byte count is an exact number of frames. What
+cannot decode (a corrupt compressed stream, truncated pixels, a missing image-pixel element)
+is this file's error, naming the field and the transfer syntax.
 
 Context from the header: ViewPosition -> `view`, Modality -> `modality`, BodyPartExamined ->
 `body_part`, ImageLaterality/Laterality -> `laterality`, PatientSex -> `sex`, PatientAge ->
@@ -28,8 +39,9 @@ split is a hash of PatientID (else StudyInstanceUID), so one patient never spans
 from __future__ import annotations
 
 import hashlib
-import warnings
+import re
 import time
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -72,13 +84,95 @@ class DicomOptions:
 
 # --- pixels ---------------------------------------------------------------------------------
 
+UNCOMPRESSED = {  # (implicit VR, little endian) as read -> the syntax that encoding is
+    (True, True): "1.2.840.10008.1.2",
+    (False, True): "1.2.840.10008.1.2.1",
+    (False, False): "1.2.840.10008.1.2.2",
+}
+PLUGINS = "pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg and pylibjpeg-rle"
+
+
+def _encapsulated(ds: Any) -> bool:
+    elem = ds.get("PixelData")
+    return bool(getattr(elem, "is_undefined_length", False))
+
+
+def repair_header(ds: Any) -> list[str]:
+    """Fix, in memory, the header faults the file itself answers; returns what was changed."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import UID
+    fixed: list[str] = []
+    meta = getattr(ds, "file_meta", None)
+    if ("TransferSyntaxUID" not in (meta or {}) and not _encapsulated(ds)
+            and getattr(ds, "original_encoding", (None, None)) in UNCOMPRESSED):
+        if meta is None:
+            ds.file_meta = meta = FileMetaDataset()
+        meta.TransferSyntaxUID = UID(UNCOMPRESSED[ds.original_encoding])
+        fixed.append(f"TransferSyntaxUID set to {meta.TransferSyntaxUID.name} (as read)")
+    raw = ds.get("NumberOfFrames", None)
+    if raw is not None and not _encapsulated(ds):
+        try:
+            int(raw)
+        except (TypeError, ValueError):
+            try:
+                frame = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1)
+                         * int(ds.BitsAllocated) // 8)
+                count, rest = divmod(len(ds.PixelData), frame) if frame else (0, 1)
+            except (AttributeError, TypeError, ValueError):
+                count, rest = 0, 1
+            if count >= 1 and rest in (0, 1):  # one byte of padding to an even length
+                ds.NumberOfFrames = count
+                fixed.append(f"NumberOfFrames {str(raw)!r} set to {count} (from the pixel bytes)")
+    return fixed
+
+
+def frame_count(ds: Any) -> int:
+    try:
+        return max(int(ds.get("NumberOfFrames", 1) or 1), 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def display_frame(ds: Any) -> np.ndarray:
+    """The one frame medmix shows (a multi-frame file's middle one), decoding only that frame;
+    colour comes back as RGB (pydicom converts YBR)."""
+    from pydicom.pixels import pixel_array
+    frames = frame_count(ds)
+    return pixel_array(ds, index=frames // 2 if frames > 1 else None)
+
+
+def decode_error(ds: Any, exc: Exception, path: str | None = None) -> IngestError:
+    """Why the pixels of `ds` did not decode, naming the field, the transfer syntax and a fix."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    name = getattr(syntax, "name", None) or "no transfer syntax"
+    text = " ".join(str(exc).split())
+    missing = re.search(r"Missing required element: \(0028,[0-9A-Fa-f]{4}\) '([^']+)'", text)
+    if missing:
+        field = missing.group(1).replace(" ", "")
+        return IngestError(f"the image pixel module lacks {field}: the file is not a complete "
+                           f"image; re-export it from its source", source=path, field=field)
+    if "less than expected" in text or "cannot reshape" in text:
+        return IngestError(f"pixel data is truncated ({text}); the file was cut short: copy it "
+                           f"again from its source", source=path, field="PixelData")
+    if "missing dependencies" in text or "no pixel data decoders" in text.lower():
+        return IngestError(f"no decoder installed for {name} ({syntax}); install medmix's "
+                           f"dependencies ({PLUGINS})", source=path, field="PixelData")
+    if syntax is not None and getattr(syntax, "is_compressed", False):
+        return IngestError(f"the {name} ({syntax}) pixel stream is corrupt: every installed "
+                           f"decoder failed ({type(exc).__name__}: {text[:300]}); re-export "
+                           f"the image from its source", source=path, field="PixelData")
+    return IngestError(f"cannot decode pixel data ({name}; {type(exc).__name__}: {text[:300]})",
+                       source=path, field="PixelData")
+
+
 def to_display(ds: Any) -> np.ndarray:
     """A DICOM dataset's pixels as 8-bit display values: HxW (grey) or HxWx3 (colour)."""
+    return _display_from(ds, display_frame(ds))
+
+
+def _display_from(ds: Any, arr: np.ndarray) -> np.ndarray:
+    """`to_display` on a frame already decoded from `ds`."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
-    arr = ds.pixel_array
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        arr = arr[frames // 2]
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         return to_uint8_rgb(arr)  # pydicom already converted YBR to RGB
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
@@ -131,7 +225,8 @@ def header_context(ds: Any) -> dict[str, Any]:
 # --- one file -------------------------------------------------------------------------------
 
 def read_dicom(path: str) -> Any:
-    """The dataset with decodable pixels, or IngestError naming the file and what is wrong."""
+    """The dataset, header repaired (`repair_header`), or IngestError naming the file and what
+    is wrong; pixels are decoded later, one frame (`read_display`)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
     with warnings.catch_warnings():
@@ -148,27 +243,31 @@ def read_dicom(path: str) -> Any:
             what = f"SOP class {getattr(sop, 'name', sop)}" if sop else "no SOP class either"
             raise IngestError(f"no pixel data ({what}): the file is truncated or not an image",
                               source=path, field="PixelData")
-        try:
-            ds.pixel_array  # decode once here, so bad pixel data is this file's error
-        except Exception as exc:  # noqa: BLE001
-            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-            hint = (" (compressed: install pylibjpeg / pylibjpeg-openjpeg / gdcm to decode it)"
-                    if syntax is not None and syntax.is_compressed else "")
-            raise IngestError(f"cannot decode pixel data ({type(exc).__name__}: {exc}){hint}",
-                              source=path, field="PixelData") from None
+        repair_header(ds)
     return ds
+
+
+def read_display(path: str) -> tuple[Any, np.ndarray]:
+    """The dataset and its 8-bit display pixels, or IngestError naming the file and field."""
+    ds = read_dicom(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            frame = display_frame(ds)
+        except Exception as exc:  # noqa: BLE001 - each plugin raises its own types
+            raise decode_error(ds, exc, path) from None
+    try:
+        return ds, _display_from(ds, frame)
+    except Exception as exc:  # noqa: BLE001 - odd LUTs, shapes
+        raise IngestError(f"cannot convert pixels to 8-bit ({type(exc).__name__}: {exc})",
+                          source=path, field="PixelData") from None
 
 
 def process_file(opts: DicomOptions, item: DicomItem) -> ItemResult:
     """One DICOM file -> one example per label row (bad rows of a good file are its errors)."""
     with open(item.path, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
-    ds = read_dicom(item.path)
-    try:
-        pixels = to_display(ds)
-    except Exception as exc:  # noqa: BLE001 - odd LUTs, shapes
-        raise IngestError(f"cannot convert pixels to 8-bit ({type(exc).__name__}: {exc})",
-                          source=item.path, field="PixelData") from None
+    ds, pixels = read_display(item.path)
     png = encode_png(square_resize(pixels, opts.image_size))
     header = header_context(ds)
     uid = str(ds.get("SOPInstanceUID", "") or "").strip()
