@@ -7,6 +7,8 @@ import os
 import pytest
 from hypothesis import settings
 
+from medmix.runtime import PREEMPTION_WATCHER_ENV
+
 # Property tests: CI draws the same examples on every run (a red CI is then a real regression,
 # never bad luck) and keeps no example database; a developer's machine explores new examples
 # and remembers failing ones. HYPOTHESIS_PROFILE=ci reproduces CI's draws locally.
@@ -102,6 +104,7 @@ def ray_local():
     """One local Ray for the whole session, with logical CPUs so data + train can't deadlock."""
     import ray
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")   # as medmix's own local cluster does
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)

@@ -45,6 +45,8 @@ def local_num_cpus(num_cpus_needed: float) -> int:
 # What a process needs to reach object storage as the driver does (see medmix.storage).
 STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
                "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# Ray Train's preemption watcher (cloud spot-instance notices); off on a local cluster.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 # Set by Ray in a `ray job submit` entrypoint: the job's runtime_env is fixed there.
 SUBMITTED_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
@@ -73,6 +75,9 @@ def ensure_ray(num_cpus_needed: float = 0.0, *, worker_logs: bool | None = None)
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=worker_logs, configure_logging=False, runtime_env=joining_runtime_env())
         return
+    # A local cluster's one node cannot be preempted: skip Ray Train's preemption watcher, an
+    # extra actor process (a Python start-up and a poll loop) for every run
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     # address="local": a new cluster of our own, even where another `ray start` on this machine
     # left its address behind (connect to that one with RAY_ADDRESS)
     ray.init(address="local", num_cpus=local_num_cpus(num_cpus_needed), include_dashboard=True,
