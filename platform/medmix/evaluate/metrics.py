@@ -200,32 +200,25 @@ def variant_type(ref: str, alt: str) -> str:
 
 
 def variant_f1(calls: Iterable[Call], truth: Iterable[Call], kind: str,
-               match_genotype: bool = True) -> dict[str, float]:
+               match_genotype: bool = True, fasta: Any = None) -> dict[str, float]:
     """Precision, recall and F1 of `kind` ("snp" or "indel") calls against truth.
 
-    A call is a true positive when the truth holds a variant at the same chrom and pos with
-    the same ref and alt alleles — and, with `match_genotype` (hap.py's default, used by the
-    PrecisionFDA challenge), the same genotype (alt-allele count). A wrong genotype is then
-    one false positive and one false negative. Homozygous-reference entries are not variants
-    and are ignored on both sides; a comma-separated alt is split into one variant per
-    allele. F1 = 2TP / (2TP + FP + FN); NaN when neither side has a variant of this kind.
+    The comparison is `medmix.data.genomics.compare`'s, the one `call-variants` uses against
+    a truth VCF: comma-separated ALTs split into one variant per allele, indels trimmed (and
+    left-aligned when `fasta`, a pysam.FastaFile, is given), MNPs split into SNPs, hom-ref
+    entries dropped on both sides. A call is a true positive when the truth holds the same
+    variant — and, with `match_genotype` (hap.py's default), the same genotype (alt-allele
+    count); a wrong genotype is one false positive and one false negative. Every truth
+    variant counts: pass the whole truth set of the evaluated regions, not only the truth at
+    the candidates, or a variant candidate generation missed is never a false negative.
+    F1 = 2TP / (2TP + FP + FN); NaN when neither side has a variant of this kind.
     """
-    def keys(entries: Iterable[Call]) -> Counter:
-        out: Counter = Counter()
-        for chrom, pos, ref, alt, gt in entries:
-            count = genotype_alt_count(gt)
-            if count == 0:
-                continue
-            for a in str(alt).split(","):
-                if variant_type(ref, a) == kind:
-                    out[(str(chrom), int(pos), ref.upper(), a.upper()) + ((count,) if match_genotype else ())] += 1
-        return out
-    c, t = keys(calls), keys(truth)
-    tp = sum((c & t).values())
-    fp, fn = sum(c.values()) - tp, sum(t.values()) - tp
-    denom = 2 * tp + fp + fn
-    return {"precision": tp / (tp + fp) if tp + fp else NAN, "recall": tp / (tp + fn) if tp + fn else NAN,
-            "f1": 2 * tp / denom if denom else NAN, "tp": tp, "fp": fp, "fn": fn}
+    from medmix.data.genomics import compare  # pysam (alleles): only variant tasks pay it
+
+    def items(entries: Iterable[Call]):
+        return compare.allele_items(((str(chrom), int(pos) - 1, str(ref), str(alt), genotype_alt_count(gt))
+                                     for chrom, pos, ref, alt, gt in entries), fasta)
+    return compare.score(items(calls), items(truth), kind, match_genotype)
 
 
 def snp_f1(calls: Iterable[Call], truth: Iterable[Call]) -> float:
@@ -251,7 +244,8 @@ def parse_locus(text: str) -> tuple[str, int, str, str]:
 
 def compute_metrics(spec: TaskSpec, predictions: Sequence[str], references: Sequence[str],
                     option_probs: Any = None, labels: Sequence[int] | None = None,
-                    contexts: Sequence[Mapping[str, Any]] | None = None) -> dict[str, float]:
+                    contexts: Sequence[Mapping[str, Any]] | None = None,
+                    truth: Sequence[Call] | None = None) -> dict[str, float]:
     """The metrics `spec.metrics` names, plus `n` (examples).
 
     Args:
@@ -264,6 +258,10 @@ def compute_metrics(spec: TaskSpec, predictions: Sequence[str], references: Sequ
         labels: true option index per example (the shard's `label`); else references are
             matched to the options.
         contexts: per-example context dicts; the variant task reads `locus` from them.
+        truth: snp_f1/indel_f1 only: every truth variant of the evaluated rows' regions and
+            split, (chrom, 1-based pos, ref, alt, genotype) — `ingest.variants.variant_truth`
+            reads it back from the ingest's truth VCF. Without it the truth is the labels of
+            the candidates, which cannot count a variant candidate generation missed.
     """
     _same_length(predictions, references)
     n = len(references)
@@ -298,8 +296,9 @@ def compute_metrics(spec: TaskSpec, predictions: Sequence[str], references: Sequ
                 scores = clinical_f1(predictions, references)
                 out["clinical_f1_micro"], out["clinical_f1_macro"] = scores["micro"], scores["macro"]
         elif name in ("snp_f1", "indel_f1"):
-            calls, truth = _variant_calls(spec, y_pred, y_true, contexts)
-            out[name] = variant_f1(calls, truth, name.split("_")[0])["f1"]
+            calls, at_candidates = _variant_calls(spec, y_pred, y_true, contexts)
+            out[name] = variant_f1(calls, at_candidates if truth is None else truth,
+                                   name.split("_")[0])["f1"]
         else:
             raise ValueError(f"{spec.name}: unknown metric {name!r}; known: accuracy, macro_f1, macro_auc, "
                              f"auc, bleu1, bleu4, rougeL, token_f1, clinical_f1_micro, clinical_f1_macro, "

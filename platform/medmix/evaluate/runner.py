@@ -236,7 +236,28 @@ def task_references(store, task: str, split: str, count: int) -> list[dict]:
     return [{**r, "context": json.loads(r["context"])} for r in table.slice(0, count).to_pylist()]
 
 
-def score_task(task: str, refs: list[dict], preds: list[Prediction]) -> tuple[dict[str, float], list[dict]]:
+def task_truth(store, task: str, split: str, evaluated: int, notes: list[str]) -> list[tuple] | None:
+    """The whole truth set of a variant task's split (`ingest.variants.variant_truth`), so a
+    true variant that no candidate covered is a false negative; None (and a note saying the
+    recall counts only candidates) when it cannot be rebuilt or only part of the split was
+    evaluated."""
+    from medmix.data.ingest.variants import variant_truth
+    spec = get_task(task)
+    if not {"snp_f1", "indel_f1"} & set(spec.metrics):
+        return None
+    rows = store.counts().get(task, {}).get(split, 0)
+    if evaluated < rows:
+        why = f"only {evaluated} of the split's {rows} rows were evaluated (eval.max_examples_per_task)"
+        truth = None
+    else:
+        truth, why = variant_truth(store, task, split)
+    if truth is None:
+        notes.append(f"{task}: snp_f1/indel_f1 recall counts only the truth at the candidates: {why}")
+    return truth
+
+
+def score_task(task: str, refs: list[dict], preds: list[Prediction],
+               truth: list[tuple] | None = None) -> tuple[dict[str, float], list[dict]]:
     """`compute_metrics` for one task, and the per-example records."""
     spec = get_task(task)
     for r, p in zip(refs, preds):
@@ -246,7 +267,7 @@ def score_task(task: str, refs: list[dict], preds: list[Prediction]) -> tuple[di
     probs = [p.option_probs for p in preds] if spec.has_options else None
     metrics = compute_metrics(spec, [p.prediction for p in preds], [r["target"] for r in refs],
                               option_probs=probs, labels=None if None in labels else labels,
-                              contexts=[r["context"] for r in refs])
+                              contexts=[r["context"] for r in refs], truth=truth)
     records = [{"example_id": r["example_id"], "prediction": p.prediction, "reference": r["target"],
                 **({"option_probs": [round(x, 6) for x in p.option_probs]} if p.option_probs else {})}
                for r, p in zip(refs, preds)]
@@ -317,7 +338,8 @@ def evaluate(cfg: MedmixConfig, model_ref: str | Path, *, tasks: Sequence[str] |
     for task in chosen:
         task_preds = [p for it, ps in zip(items, preds) if it["task"] == task for p in ps]
         refs = task_references(store, task, split, len(task_preds))
-        per_task[task], records[task] = score_task(task, refs, task_preds)
+        truth = task_truth(store, task, split, len(refs), notes)
+        per_task[task], records[task] = score_task(task, refs, task_preds, truth)
         if task == "polygenic_risk":
             baselines[task] = polygenic_baseline(store, split, refs, task_preds)
             if baselines[task]["available"]:

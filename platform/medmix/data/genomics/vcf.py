@@ -13,12 +13,9 @@ FORMAT/GQ = phred(1 - p(called genotype)) capped at 99, FORMAT/GP the three prob
 FILTER `RefCall` for hom-ref calls (kept, as DeepVariant does, so every candidate is
 accounted for), `PASS` otherwise; contigs in the header from the reference's .fai.
 
-Matching (`compare_to_truth`): both files are split into one item per ALT allele with the
-copies the GT carries, indels left-aligned against the reference (`alleles.normalize`);
-hom-ref and missing GTs are not variants. A call is a true positive when a truth item has the
-same contig, position, REF, ALT *and genotype* (het vs hom-alt). A call at a truth site with
-the wrong genotype counts as one FP and the truth item as one FN (hap.py's genotype-level
-counting). SNPs (incl. MNPs: REF and ALT of equal length) and indels are scored separately.
+Matching (`compare_to_truth`): `medmix.data.genomics.compare` — multi-allelics split, indels
+left-aligned against the reference, MNPs split into SNPs, genotype-aware counting of every
+truth item in the regions; the one comparison `medmix evaluate` uses too.
 """
 
 from __future__ import annotations
@@ -32,6 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pysam
 
+from medmix.data.genomics import compare
 from medmix.data.genomics.alleles import Variant, record_variants
 from medmix.data.genomics.inputs import GenomicsInputError, Region, open_fasta, open_vcf, vcf_records
 
@@ -102,8 +100,8 @@ def write_calls(calls: Sequence[Call], ref_fasta: str | Path, out_path: str | Pa
 
 def _variant_items(path: str | Path, fasta: pysam.FastaFile | None,
                    regions: list[Region] | None) -> dict[Variant, int]:
-    """Non-reference genotype items of a VCF: normalised Variant -> copies of its ALT."""
-    items: dict[Variant, int] = {}
+    """Non-reference genotype items of a VCF, normalised as `compare.items` says."""
+    entries: list[tuple[Variant, int | None]] = []
     with open_vcf(path, fasta) as vcf:
         if not len(vcf.header.samples):
             raise GenomicsInputError(f"{path}: no sample column, so no genotypes to compare")
@@ -112,37 +110,23 @@ def _variant_items(path: str | Path, fasta: pysam.FastaFile | None,
                 if fasta is not None and rec.chrom not in fasta.references:
                     raise GenomicsInputError(f"{path}: contig mismatch: {rec.chrom} (record at "
                                              f"{rec.chrom}:{rec.pos}) is not in the reference")
-                for v, copies in record_variants(rec, fasta):
-                    if copies:
-                        items[v] = max(items.get(v, 0), copies)
-    return items
-
-
-def _scores(tp: int, fp: int, fn: int) -> dict[str, float]:
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
+                entries.extend(record_variants(rec, fasta))
+    return compare.items(entries)
 
 
 def compare_to_truth(calls_vcf: str | Path, truth_vcf: str | Path, ref_fasta: str | Path | None = None,
                      regions: list[Region] | None = None) -> dict[str, float]:
-    """SNP and indel precision/recall/F1 of calls against truth (genotype-aware, see module doc).
+    """SNP and indel precision/recall/F1 of calls against truth (`medmix.data.genomics.compare`:
+    the same normalisation and counting as `medmix evaluate`).
 
     Returns flat keys: snp_f1, snp_precision, snp_recall, snp_tp, snp_fp, snp_fn, and the same
-    for indel. Without `ref_fasta` indels are only trimmed, not left-aligned.
+    for indel (precision/recall NaN when there is nothing to divide by). Without `ref_fasta`
+    indels are only trimmed, not left-aligned.
     """
     fasta = open_fasta(ref_fasta) if ref_fasta else None
     calls = _variant_items(calls_vcf, fasta, regions)
     truth = _variant_items(truth_vcf, fasta, regions)
-    out: dict[str, float] = {}
-    for kind in ("snp", "indel"):
-        c = {v: g for v, g in calls.items() if v.kind == kind}
-        t = {v: g for v, g in truth.items() if v.kind == kind}
-        tp = sum(1 for v, g in c.items() if t.get(v) == g)
-        for key, value in _scores(tp, len(c) - tp, len(t) - tp).items():
-            out[f"{kind}_{key}"] = value
-    return out
+    return compare.compare(calls, truth)
 
 
 def call_variants(predict_fn: PredictFn, bam: str | Path, ref: str | Path, out_vcf: str | Path,

@@ -19,8 +19,11 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
+from medmix.data.genomics import compare
 from medmix.data.genomics.config import CandidateConfig, PileupConfig
-from medmix.data.genomics.inputs import GenomicsInputError, Region
+from medmix.data.genomics.alleles import Variant, record_variants
+from medmix.data.genomics.inputs import (GenomicsInputError, Region, open_fasta, open_vcf,
+                                         parse_regions, vcf_records)
 from medmix.data.genomics.variants import Candidate, plan_regions, process_region
 from medmix.data.ingest.common import (IngestSummary, ItemResult, guarded, hash_split, run_parallel,
                                        write_ingest)
@@ -29,9 +32,13 @@ from medmix.data.store import sha256_file
 from medmix.tasks.builtin import GENOTYPES
 
 
+def example_id_of(sample: str, v: Variant) -> str:
+    return f"{sample}:{v.contig}:{v.pos + 1}:{v.ref}>{v.alt}"
+
+
 def candidate_example(c: Candidate, sample: str, task: str, split: str, source: str) -> Example:
     v = c.variant
-    example_id = f"{sample}:{v.contig}:{v.pos + 1}:{v.ref}>{v.alt}"
+    example_id = example_id_of(sample, v)
     return Example(
         example_id=example_id, task=task, split=hash_split(example_id) if split == "auto" else split,
         context={"locus": v.locus, "chrom": v.contig, "pos": v.pos + 1, "ref": v.ref, "alt": v.alt,
@@ -73,10 +80,47 @@ def ingest_variants(store, bam: str, ref: str, truth: str, regions: list[str] | 
     results = run_parallel(fn, work, desc="variants", parallel=parallel, progress=progress)
     digests = [(Path(p).name, sha256_file(p)) for p in (bam, ref, truth)]
     source = {"path": str(bam), "reference": str(ref), "truth": str(truth),
-              "regions": regions or "all", "min_depth": ccfg.min_depth,
+              "regions": regions or "all", "split": split, "sample": sample, "min_depth": ccfg.min_depth,
               "min_alt_fraction": ccfg.min_alt_fraction, "min_indel_fraction": ccfg.min_indel_fraction}
     return write_ingest(store, kind="variants", task=task, results=_unique(results), source=source,
                         replace=replace, extra_digests=digests, unit="regions", started=started)
+
+
+def variant_truth(store, task: str, split: str) -> tuple[list[tuple] | None, str]:
+    """Every truth variant of `task`'s `split`, read back from the truth VCFs its ingests
+    recorded: (chrom, 1-based pos, ref, alt, copies) per normalised (MNPs atomised) item in
+    the ingested regions, in this split — a variant no candidate covered lands in the split
+    its row would have had. Returns (None, why) when the truth cannot be rebuilt (an ingest
+    from before the split was recorded, or a truth/reference file no longer there)."""
+    sources = [s for s in store.manifest().get("sources", [])
+               if s.get("kind") == "variants" and s.get("task") == task]
+    if not sources:
+        return None, f"no variants ingest recorded for task {task}"
+    out: list[tuple] = []
+    for src in sources:
+        if "split" not in src or "sample" not in src:
+            return None, (f"the ingest of {src.get('path')} predates recorded splits; re-ingest it "
+                          f"(--replace) to score recall against its whole truth set")
+        missing = [src[k] for k in ("truth", "reference") if not Path(src[k]).is_file()]
+        if missing:
+            return None, f"truth inputs no longer there: {', '.join(missing)}"
+        if src["split"] not in ("auto", split):
+            continue
+        fasta = open_fasta(src["reference"])
+        try:
+            regions = parse_regions(None if src["regions"] == "all" else list(src["regions"]), fasta)
+            entries = []
+            with open_vcf(src["truth"], fasta) as vcf:
+                for region in regions:
+                    for rec in vcf_records(vcf, region):
+                        entries.extend(record_variants(rec, fasta))
+        finally:
+            fasta.close()
+        for v, copies in sorted(compare.items(entries).items()):
+            here = hash_split(example_id_of(src["sample"], v)) if src["split"] == "auto" else src["split"]
+            if here == split:
+                out.append((v.contig, v.pos + 1, v.ref, v.alt, copies))
+    return out, f"{len(out)} truth variants from {', '.join(sorted({s['truth'] for s in sources}))}"
 
 
 def _unique(results):
