@@ -41,6 +41,7 @@ from medmix.serve.auth import token_digest
 from medmix.serve.chat import (Answer, ChatCompletionRequest, ChatError, chat_item, completion_id, cut_at_stop,
                                logprobs_content, model_card, now, parse_turns)
 from medmix.serve.config import ServeConfig, resolve_num_gpus
+from medmix.serve.keys import AuditLog, Keyring, RateLimiter, load_keys
 from medmix.serve.inputs import InputError, Limits, Preprocessor, genotype, task_info
 from medmix.serve.models import ModelEntry, local_path, resolve_models
 from medmix.serve.runner import ModelRunner, pick_device
@@ -143,6 +144,9 @@ class MedmixIngress:
         self.by_id = {e.id: e for e in self.entries}
         self.default = self.entries[0].id
         self.token_sha256 = token_sha256
+        self.keyring = Keyring(self.cfg.keys_file or None, token_sha256)
+        self.limiter = RateLimiter(self.cfg.rate_limit_per_minute, self.cfg.rate_limit_burst)
+        self.audit = AuditLog(None if self.cfg.audit_log in ("", "off") else self.cfg.audit_log)
         self.tasks = [task_info(spec) for spec in all_tasks()]
         self.models = [{**e.describe(), "default": e.id == self.default} for e in self.entries]
         # OpenAI's model objects: `created` is when the version's weights were written
@@ -266,10 +270,36 @@ def deployment_options(cfg: ServeConfig, num_gpus: float | None = None) -> dict[
     return {MODEL_NAME: model, INGRESS_NAME: ingress}
 
 
+def resolve_keys_file(path: str) -> str:
+    """The keys file as an absolute path (replicas do not share the caller's working directory);
+    checked here so that a bad file stops the deploy with its reason."""
+    if not path:
+        return ""
+    resolved = str(Path(path).expanduser().resolve())
+    load_keys(resolved)
+    return resolved
+
+
+def audit_path(setting: str, lineage_root: str) -> str:
+    """Where the audit log goes: the setting, else <lineage.root>/serve/audit.jsonl ('' = nowhere:
+    'off', or a lineage root that is not a local folder)."""
+    if setting == "off":
+        return ""
+    if setting:
+        return str(Path(setting).expanduser().resolve())
+    if "://" in lineage_root:
+        log.warning("serve.audit_log: lineage.root %s is not a local folder; no audit log unless "
+                    "serve.audit_log names a file", lineage_root)
+        return ""
+    return str(Path(lineage_root).expanduser().resolve() / "serve" / "audit.jsonl")
+
+
 def build_application(cfg, entries: list[ModelEntry], token_sha256: str | None = None):
     """The bound Serve application for already resolved models."""
     opts = deployment_options(cfg.serve, resolve_num_gpus(cfg.serve))
     sections = _sections(cfg)
+    sections["serve"].update(keys_file=resolve_keys_file(cfg.serve.keys_file),
+                             audit_log=audit_path(cfg.serve.audit_log, cfg.lineage.root))
     plain = [e.to_dict() for e in entries]
     model = MedmixModel.options(**opts[MODEL_NAME]).bind(plain, sections)
     return MedmixIngress.options(**opts[INGRESS_NAME]).bind(model, plain, sections, token_sha256)

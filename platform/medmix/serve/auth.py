@@ -1,11 +1,12 @@
-"""Bearer-token authentication for the HTTP API, as ASGI middleware.
+"""Bearer authentication, rate limits and the audit log of the HTTP API, as ASGI middleware.
 
-If `MEDMIX_API_TOKEN` is set where the app is built, every request except `GET /healthz`
-must carry `Authorization: Bearer <token>`; otherwise it gets 401 with a JSON error. The
-token itself never leaves the process that reads it: the ingress replicas receive only its
-sha256 and compare digests with `hmac.compare_digest` (constant time, so response timing
-says nothing about how much of a guess was right). Unknown paths answer 401 too, before
-routing, so the API's shape is not visible without the token.
+If `MEDMIX_API_TOKEN` is set where the app is built, or `serve.keys_file` names a keys file
+(`medmix.serve.keys`), every request except `GET /healthz` must carry `Authorization: Bearer
+<key>`; otherwise it gets 401 with a JSON error. A key never leaves the process that reads
+it: the ingress replicas hold only sha256 digests and compare them with
+`hmac.compare_digest` (constant time, so response timing says nothing about how much of a
+guess was right). Unknown paths answer 401 too, before routing, so the API's shape is not
+visible without a key. Then the key's rate limit (429 + Retry-After), and one audit line.
 
     export MEDMIX_API_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')
     medmix serve --model medmix@champion
@@ -17,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
+import time
 
 TOKEN_ENV = "MEDMIX_API_TOKEN"
 PUBLIC_PATHS = frozenset({"/healthz"})
@@ -75,23 +78,70 @@ async def send_json(send, status: int, body: dict, headers: list[tuple[bytes, by
 
 
 class BearerAuth:
-    """ASGI middleware: 401 unless the request carries the API token (or the path is public)."""
+    """ASGI middleware in front of everything but the public paths: the API key (401), the key's
+    rate limit (429 + Retry-After), and one audit log line per request (`medmix.serve.keys`).
 
-    def __init__(self, app, digest: str | None, public_paths=PUBLIC_PATHS):
+    Routes add what the audit line needs (model, task, token counts) to `scope["medmix.audit"]`.
+    """
+
+    def __init__(self, app, digest: str | None = None, public_paths=PUBLIC_PATHS, *, keyring=None,
+                 limiter=None, audit=None):
+        from medmix.serve.keys import AuditLog, Keyring, RateLimiter
         self.app = app
-        self.digest = digest
+        self.keyring = keyring if keyring is not None else Keyring(None, digest)
+        self.limiter = limiter if limiter is not None else RateLimiter()
+        self.audit = audit if audit is not None else AuditLog(None)
         self.public = frozenset(public_paths)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not self.digest or app_path(scope) in self.public:
+        path = app_path(scope)
+        if scope["type"] != "http" or path in self.public:
             return await self.app(scope, receive, send)
-        header = None
-        for name, value in scope.get("headers") or ():
-            if name == b"authorization":
-                header = value.decode("latin-1")
-                break
-        reason = check_header(header, self.digest)
-        if reason is None:
-            return await self.app(scope, receive, send)
-        await send_json(send, 401, error_json(app_path(scope), 401, reason, "Authorization", "invalid_api_key"),
-                        [(b"www-authenticate", b'Bearer realm="medmix"')])
+        t0 = time.perf_counter()
+        note: dict = {}
+        scope["medmix.audit"] = note
+        status = {"code": 500}
+
+        def audit(key_name: str | None) -> None:
+            self.audit.write(key=key_name, method=scope.get("method"), endpoint=path, status=status["code"],
+                             latency_ms=round((time.perf_counter() - t0) * 1000, 2), model=note.get("model"),
+                             task=note.get("task"), prompt_tokens=note.get("prompt_tokens"),
+                             completion_tokens=note.get("completion_tokens"))
+
+        key = None
+        if self.keyring.enabled:
+            header = None
+            for name, value in scope.get("headers") or ():
+                if name == b"authorization":
+                    header = value.decode("latin-1")
+                    break
+            key, reason = self.keyring.check(header)
+            if reason is not None:
+                status["code"] = 401
+                audit(None)
+                return await send_json(send, 401, error_json(path, 401, reason, "Authorization", "invalid_api_key"),
+                                       [(b"www-authenticate", b'Bearer realm="medmix"')])
+        wait = self.limiter.acquire(key)
+        key_name = key.name if key is not None else None
+        if wait is not None:
+            status["code"] = 429
+            audit(key_name)
+            retry = max(1, math.ceil(wait))
+            rate, burst = self.limiter.limits(key)
+            message = (f"rate limit of {rate:g} requests per minute (burst {burst}) reached for key "
+                       f"{key_name or '(none)'}; retry after {retry} s")
+            return await send_json(send, 429, error_json(path, 429, message, None, "rate_limit_exceeded"),
+                                   [(b"retry-after", str(retry).encode())])
+
+        async def tracked_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                for name, value in message.get("headers") or ():
+                    if name.lower() == b"x-medmix-model":
+                        note.setdefault("model", value.decode("latin-1"))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        finally:
+            audit(key_name)

@@ -66,6 +66,15 @@ class ServeConfig:
     default_max_new_tokens: int = option(64, "tokens generated when a request does not say", ge=1)
     max_options: int = option(26, "most answer options a multiple-choice request may list", ge=2, le=26)
 
+    # -- API keys, rate limits, audit ------------------------------------------------------
+    keys_file: str = option("", "JSON file of API keys: name + sha256 of each key (medmix.serve.keys), re-read "
+                            "when it changes; '' = none ($MEDMIX_API_TOKEN still works as a key named token)")
+    rate_limit_per_minute: float = option(0.0, "requests per minute per API key and ingress replica; 0 = "
+                                          "unlimited; a key's own rate_per_minute in the keys file wins", ge=0)
+    rate_limit_burst: int = option(0, "requests a key may send at once above its rate; 0 = a minute's worth", ge=0)
+    audit_log: str = option("", "JSON-lines audit log, a line per request (key name, endpoint, model, status, "
+                            "latency, tokens; no content); '' = <lineage.root>/serve/audit.jsonl, 'off' = none")
+
     def validate(self) -> None:
         if self.max_replicas < self.min_replicas:
             raise ConfigError(f"max_replicas = {self.max_replicas} is below min_replicas = {self.min_replicas}")

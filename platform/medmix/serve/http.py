@@ -111,6 +111,13 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
     return error(422, f"{first['field']}: {first['message']}{more}", first["field"], details)
 
 
+def audit_note(request: Request, **fields: Any) -> None:
+    """What the audit line of this request records besides status and latency (`BearerAuth`)."""
+    note = request.scope.get("medmix.audit")
+    if note is not None:
+        note.update(fields)
+
+
 def build_http_app(ingress) -> FastAPI:
     """The FastAPI app for one ingress replica (see `MedmixIngress`)."""
     cfg = ingress.cfg
@@ -151,6 +158,7 @@ def build_http_app(ingress) -> FastAPI:
               summary="Answer one request: generated text, and option probabilities for option tasks")
     async def predict(body: PredictRequest, request: Request) -> Any:
         t0 = time.perf_counter()
+        audit_note(request, task=body.task)
         header = request.headers.get(MODEL_HEADER) or request.headers.get(SERVE_MODEL_HEADER)
         try:
             out = await ingress.predict(body, header)
@@ -162,6 +170,8 @@ def build_http_app(ingress) -> FastAPI:
             record_request("/v1/predict", body.task, 500, time.perf_counter() - t0, "")
             return error(500, f"internal error: {type(exc).__name__}: {exc}")
         record_request("/v1/predict", body.task, 200, time.perf_counter() - t0, out["model"]["id"])
+        audit_note(request, model=out["model"]["id"], task=body.task, prompt_tokens=out["num_prompt_tokens"],
+                   completion_tokens=out["num_generated_tokens"])
         return SafeJSONResponse(out, headers={"X-Medmix-Model": out["model"]["id"]})
 
     @app.get("/v1/tasks", response_model=list[TaskInfo], responses={401: ERRORS[401]},
@@ -197,6 +207,7 @@ def build_http_app(ingress) -> FastAPI:
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         t0 = time.perf_counter()
         task = body.medmix.task if body.medmix else "chat"
+        audit_note(request, task=task)
         try:
             answer = await ingress.chat(body)
         except ChatError as exc:
@@ -207,7 +218,8 @@ def build_http_app(ingress) -> FastAPI:
             record_request("/v1/chat/completions", task, 500, time.perf_counter() - t0, "")
             return openai_error(500, f"internal error: {type(exc).__name__}: {exc}")
         record_request("/v1/chat/completions", task, 200, time.perf_counter() - t0, answer.model)
-        request.state.usage = answer.usage
+        audit_note(request, model=answer.model, prompt_tokens=answer.usage["prompt_tokens"],
+                   completion_tokens=answer.usage["completion_tokens"])
         headers = {"X-Medmix-Model": answer.model}
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -220,8 +232,8 @@ def build_http_app(ingress) -> FastAPI:
     async def healthz() -> Any:
         return {"status": "ok", "models": [e.id for e in ingress.entries]}
 
-    # outermost first: auth (no body read), then the body-size limit, then FastAPI
+    # outermost first: auth, rate limit and audit (no body read), then the body-size limit, then FastAPI
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
-    app.add_middleware(BearerAuth, digest=ingress.token_sha256)
+    app.add_middleware(BearerAuth, keyring=ingress.keyring, limiter=ingress.limiter, audit=ingress.audit)
     return app
 

@@ -62,9 +62,15 @@ def stop(cfg, shutdown: bool = True) -> None:
         serve.delete(cfg.serve.app_name)
 
 
-def describe(url: str, entries: list[ModelEntry], auth: bool) -> str:
-    lines = [f"medmix serving at {url}  (OpenAPI: {url}/docs)",
-             f"  auth: {'Bearer token required ($MEDMIX_API_TOKEN)' if auth else 'off (set MEDMIX_API_TOKEN to require a token)'}"]
+def describe(url: str, entries: list[ModelEntry], auth: bool, keys_file: str = "") -> str:
+    if keys_file:
+        how = f"Bearer token required (keys file {keys_file}{' and $MEDMIX_API_TOKEN' if auth else ''})"
+    elif auth:
+        how = "Bearer token required ($MEDMIX_API_TOKEN)"
+    else:
+        how = "off (set MEDMIX_API_TOKEN or serve.keys_file to require a key)"
+    lines = [f"medmix serving at {url}  (OpenAPI: {url}/docs; OpenAI-compatible: {url}/v1/chat/completions)",
+             f"  auth: {how}"]
     for i, e in enumerate(entries):
         alias = f"  aliases: {', '.join(e.aliases)}" if e.aliases else ""
         lines.append(f"  model {e.id}{' (default)' if i == 0 else ''}: {e.path}{alias}")
@@ -80,7 +86,7 @@ def serve_forever(cfg, models: list[str], *, detach: bool = False, out=print) ->
     entries = resolve_models(models, cfg.lineage)
     digest = token_digest()
     url = start(cfg, entries, digest)
-    out(describe(url, entries, digest is not None))
+    out(describe(url, entries, digest is not None, cfg.serve.keys_file))
     if detach:
         out(f"  detached: the app keeps running on the cluster; stop it with `serve shutdown` "
             f"or `serve delete {cfg.serve.app_name}`")
@@ -142,7 +148,8 @@ def emit_config(cfg, models: list[str], path: str | Path | None = None) -> str:
     header = ("# Ray Serve config for medmix, written by `medmix serve --emit-config`.\n"
               "# Deploy: serve deploy THIS_FILE  (RAY_ADDRESS or --address names the cluster)\n"
               "# The API token is not in this file: set MEDMIX_API_TOKEN in the cluster's environment\n"
-              "# (or add runtime_env: {env_vars: {MEDMIX_API_TOKEN: ...}} to the application).\n"
+              "# (or add runtime_env: {env_vars: {MEDMIX_API_TOKEN: ...}} to the application). A keys file\n"
+              "# (serve.keys_file) must exist at that path on the nodes running the ingress.\n"
               "# Export directories given as paths must exist on the cluster's nodes; registry\n"
               "# references (medmix@champion) are fetched there from lineage.tracking_uri.\n")
     text = header + serve_config_yaml(cfg, models)

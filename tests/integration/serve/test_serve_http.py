@@ -13,6 +13,7 @@ import base64
 import json
 import secrets
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,9 @@ class Served:
     cfg: object
     entries: list
     exports: list
+    keys: dict
+    keys_file: Path
+    audit_log: Path
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +52,19 @@ def served(ray_local, tiny_suite, tmp_path_factory):
     from medmix.serve import server
     from medmix.serve.auth import token_digest
     from medmix.serve.models import resolve_models
+    from medmix.serve.keys import add_key
     tmp = tmp_path_factory.mktemp("serve-http")
+    keys_file = tmp / "keys.json"
+    keys = {"clinic": add_key(keys_file, "clinic"), "tight": add_key(keys_file, "tight", rate_per_minute=1, burst=2)}
     cfg = suite_config(tmp, tiny_suite, f"serve.port={free_port()}", "serve.max_batch_size=8",
+                       f'serve.keys_file="{keys_file}"', f'serve.audit_log="{tmp / "audit.jsonl"}"',
                        "serve.batch_wait_timeout_s=0.05", "serve.max_new_tokens=32", "serve.default_max_new_tokens=8",
                        f"serve.max_body_bytes={MAX_BODY}", "serve.max_image_pixels=4000000",
                        f"serve.max_input_chars={MAX_CHARS}", "serve.max_images=20", "serve.num_gpus=0")
     exports = [make_export(tmp / f"v{seed}", cfg, seed) for seed in (0, 1)]
     entries = resolve_models([str(p) for p in exports], cfg.lineage)
     url = server.start(cfg, entries, token_digest(TOKEN))
-    yield Served(url, cfg, entries, exports)
+    yield Served(url, cfg, entries, exports, keys, keys_file, tmp / "audit.jsonl")
     serve.shutdown()
 
 
@@ -314,6 +322,48 @@ def test_openai_errors_are_openai_shaped(oai, served, client):
     assert r.headers["content-type"].startswith("text/event-stream")
     events = [line for line in r.text.split("\n\n") if line]
     assert events[-1] == "data: [DONE]" and all(e.startswith("data: ") for e in events)
+
+
+def test_api_keys_rate_limits_and_audit_log(served):
+    """Keys from the keys file (plus MEDMIX_API_TOKEN), re-read while serving; a key over its
+    rate gets 429 + Retry-After; the audit log names keys and models, never keys or content."""
+    import openai
+
+    from medmix.serve.keys import add_key
+
+    def client_for(key):
+        return openai.OpenAI(base_url=served.url + "/v1", api_key=key, max_retries=0, timeout=60.0)
+    secret_text = "patient Jane Roe, MRN 0012345"
+    ask = dict(model=served.entries[0].id, max_tokens=2, messages=[{"role": "user", "content": secret_text}])
+    done = client_for(served.keys["clinic"]).chat.completions.create(**ask)
+    tight = client_for(served.keys["tight"])
+    tight.models.list()
+    tight.chat.completions.create(**ask)
+    with pytest.raises(openai.RateLimitError) as e:
+        tight.chat.completions.create(**ask)
+    assert int(e.value.response.headers["retry-after"]) >= 1
+    assert e.value.response.json()["error"]["code"] == "rate_limit_exceeded"
+
+    new_key = add_key(served.keys_file, "added-live")
+    fresh = client_for(new_key)
+    for _ in range(40):  # the keys file is re-read within about a second of a change
+        try:
+            fresh.models.list()
+            break
+        except openai.AuthenticationError:
+            time.sleep(0.1)
+    else:
+        raise AssertionError("a key added to the keys file was not accepted")
+
+    lines = [json.loads(line) for line in served.audit_log.read_text().splitlines()]
+    chat = [x for x in lines if x["key"] == "clinic" and x["endpoint"] == "/v1/chat/completions"]
+    assert chat and chat[-1]["status"] == 200 and chat[-1]["model"] == served.entries[0].id
+    assert chat[-1]["completion_tokens"] == done.usage.completion_tokens
+    assert chat[-1]["prompt_tokens"] == done.usage.prompt_tokens and chat[-1]["task"] == "chat"
+    assert [x["status"] for x in lines if x["key"] == "tight"][-3:] == [200, 200, 429]
+    assert any(x["key"] == "token" for x in lines) and any(x["status"] == 401 and x["key"] is None for x in lines)
+    text = served.audit_log.read_text()
+    assert secret_text not in text and TOKEN not in text and not any(k in text for k in served.keys.values())
 
 
 # --- malformed requests (hypothesis) ------------------------------------------------------------
