@@ -12,13 +12,21 @@ an htslib message from deep inside a worker.
 
 from __future__ import annotations
 
+import gzip
+import logging
 import os
+import shutil
+import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pysam
 
 from medmix.data.ingest.common import IngestError
+
+
+log = logging.getLogger(__name__)
 
 
 class GenomicsInputError(IngestError):
@@ -51,6 +59,11 @@ def _require_file(path: str | os.PathLike, what: str) -> str:
 def open_fasta(path: str | os.PathLike) -> pysam.FastaFile:
     """The reference, with its .fai (built next to it by pysam when missing)."""
     path = _require_file(path, "reference FASTA")
+    if gzip_kind(path) == "gzip":
+        name = Path(path).name
+        raise GenomicsInputError(f"{path}: plain gzip, which cannot be indexed for random access: "
+                                 f"`gunzip -c {name} | bgzip > {name.removesuffix('.gz')}.bgz.gz` "
+                                 f"(or decompress it) and pass that file")
     try:
         fasta = pysam.FastaFile(path)
     except (OSError, ValueError) as exc:
@@ -121,14 +134,52 @@ def check_contigs(path: str, named: dict[str, int], fasta: pysam.FastaFile,
                 f"FASTA is truncated")
 
 
-def open_vcf(path: str | os.PathLike, fasta: pysam.FastaFile | None = None) -> pysam.VariantFile:
-    """A VCF/BCF (plain or bgzipped); contigs in its header are checked against the FASTA."""
-    path = _require_file(path, "VCF")
+def gzip_kind(path: str | os.PathLike) -> str | None:
+    """"bgzf" (blocked gzip, what htslib seeks in), "gzip" (plain gzip) or None (not gzip)."""
+    with open(path, "rb") as f:
+        head = f.read(18)
+    if head[:2] != b"\x1f\x8b":
+        return None
+    # BGZF: the FEXTRA flag and a 'BC' subfield first in the extra field (SAM spec, 4.1)
+    return "bgzf" if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC" else "gzip"
+
+
+def _bgzip_copy(path: str) -> str:
+    """A plain-gzip VCF recompressed to BGZF in a temporary folder (same file name, so pysam's
+    messages still name it); the caller unlinks it once opened."""
+    folder = tempfile.mkdtemp(prefix="medmix-bgzip-")
+    out = os.path.join(folder, Path(path).name)
     try:
-        vcf = pysam.VariantFile(path)
-    except (OSError, ValueError) as exc:
-        raise GenomicsInputError(f"{path}: not a readable VCF ({exc}); a .vcf.gz must be bgzip "
-                                 f"compressed and complete") from exc
+        with gzip.open(path, "rb") as src, pysam.BGZFile(out, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except (OSError, EOFError, zlib.error) as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise GenomicsInputError(f"{path}: a gzip file that does not decompress ({exc}); the file "
+                                 f"is truncated or corrupt: download or compress it again "
+                                 f"(`bgzip {Path(path).name.removesuffix('.gz')}`)") from exc
+    return out
+
+
+def open_vcf(path: str | os.PathLike, fasta: pysam.FastaFile | None = None) -> pysam.VariantFile:
+    """A VCF/BCF (plain, bgzipped or plain-gzipped); contigs in its header are checked against
+    the FASTA. A plain-gzip VCF (htslib cannot seek in one) is recompressed to bgzip in a
+    temporary file first, read by scanning (it has no index), and a log line says how to
+    bgzip it once instead."""
+    path = _require_file(path, "VCF")
+    copy = None
+    if gzip_kind(path) == "gzip":
+        log.warning("%s: plain gzip, not bgzip: recompressing it to a temporary bgzip file for "
+                    "this read; `gunzip -c %s | bgzip > %s.bgz.vcf.gz` (and `tabix -p vcf`) once "
+                    "saves that work", path, path, Path(path).name.split(".")[0])
+        copy = _bgzip_copy(path)
+    try:
+        vcf = pysam.VariantFile(copy or path)
+    except (OSError, ValueError, NotImplementedError) as exc:
+        raise GenomicsInputError(f"{path}: not a readable VCF ({exc}); a .vcf.gz must be gzip or "
+                                 f"bgzip compressed and complete") from exc
+    finally:
+        if copy:  # open: the file lives on until pysam closes it
+            shutil.rmtree(os.path.dirname(copy), ignore_errors=True)
     if fasta is not None and vcf.header.contigs:
         named = {c: (vcf.header.contigs[c].length or 0) for c in vcf.header.contigs}
         check_contigs(path, named, fasta)

@@ -150,3 +150,36 @@ def test_gzipped_bam_is_not_a_bam(files):
         g.write(f.read())
     with pytest.raises(GenomicsInputError, match=r"double\.bam: not a BAM file .*not gzipped again"):
         open_bam(gz, open_fasta(fa))
+
+
+def test_plain_gzip_vcf_reads_like_the_bgzipped_one(files, monkeypatch):
+    import tempfile
+
+    from medmix.data.genomics.inputs import gzip_kind
+    from medmix.data.genomics.vcf import compare_to_truth
+    tmp, fa, _, truth, _ = files
+    plain = tmp / "plain.vcf.gz"
+    with gzip.open(truth, "rb") as src, gzip.open(plain, "wb") as dst:  # Python's gzip: not BGZF
+        shutil.copyfileobj(src, dst)
+    assert (gzip_kind(truth), gzip_kind(plain), gzip_kind(fa)) == ("bgzf", "gzip", None)
+    scratch = tmp / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with open_vcf(plain, open_fasta(fa)) as a, open_vcf(truth) as b:
+        assert [str(r) for r in a] == [str(r) for r in b] != []
+    assert list(scratch.iterdir()) == []  # the temporary bgzip copy is gone
+    m = compare_to_truth(plain, truth, fa)
+    assert m["snp_tp"] == 1 and m["snp_f1"] == 1.0
+
+
+def test_corrupt_plain_gzip_vcf_and_plain_gzip_fasta_get_one_clear_error(files):
+    tmp, fa, _, truth, _ = files
+    data = gzip.compress(gzip.decompress(truth.read_bytes()))
+    cut = tmp / "cut.vcf.gz"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(GenomicsInputError, match=r"cut\.vcf\.gz: a gzip file that does not decompress"):
+        open_vcf(cut)
+    gz = tmp / "ref.fa.gz"
+    gz.write_bytes(gzip.compress(fa.read_bytes()))
+    with pytest.raises(GenomicsInputError, match=r"ref\.fa\.gz: plain gzip.*bgzip"):
+        open_fasta(gz)
