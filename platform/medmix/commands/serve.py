@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
                     "GET /healthz, OpenAPI at /docs. Requests are batched (@serve.batch, serve.max_batch_size) "
                     "and a request picks a version with the X-Medmix-Model header (default: the first --model). "
                     "With MEDMIX_API_TOKEN set or a keys file (--keys-file), every endpoint but /healthz needs "
-                    "`Authorization: Bearer <key>`; per-key rate limits and a JSON-lines audit log follow. Binds 127.0.0.1 unless --host says otherwise. Uses the Ray cluster named by "
+                    "`Authorization: Bearer <key>`; per-key rate limits and a JSON-lines audit log follow. "
+                    "Binds 127.0.0.1 unless --host says otherwise. Uses the Ray cluster named by "
                     "RAY_ADDRESS, else starts a local one; blocks until Ctrl-C. Limits, batching, replicas and "
                     "GPUs: the [serve] config section (see --dry-run).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
