@@ -66,10 +66,14 @@ def summary(cfg, result) -> str:
                      f"{'now ' + cfg.lineage.registered_model + '@' + cfg.sweep.champion_alias if c.promoted else 'alias unchanged'}"
                      f" ({c.reason})")
     if result.analysis is not None:
-        p = result.analysis.prediction
-        lines.append(f"  law: best mixture at {p['scale']}: "
-                     + " ".join(f"{k}={v:.2f}" for k, v in sorted(p["mixture"].items(), key=lambda kv: -kv[1]))
-                     + f" (predicted {p['predicted']:.4f}); report {result.analysis.summary_path}")
+        p, verdict = result.analysis.prediction, result.analysis.verdict
+        if verdict.get("confident", True):
+            lines.append(f"  law: best mixture at {p['scale']}: "
+                         + " ".join(f"{k}={v:.2f}" for k, v in sorted(p["mixture"].items(), key=lambda kv: -kv[1]))
+                         + f" (predicted {p['predicted']:.4f}); report {result.analysis.summary_path}")
+        else:
+            lines.append(f"  law: cannot pick a mixture ({verdict['reasons'][0]}); the best observed trials are "
+                         f"in {result.analysis.summary_path}")
     lines += [f"  note: {n}" for n in result.notes]
     lines.append(f"  MLflow parent run: {result.parent_run_id}  (browse: mlflow ui --backend-store-uri "
                  f"sqlite:///{cfg.lineage.root}/mlflow.db)")

@@ -53,6 +53,9 @@ class SweepConfig:
                             "+ log shares) or gbm (gradient-boosted trees)", choices=("ridge", "gbm"))
     law_samples: int = option(20000, "analyze: Dirichlet samples the fitted law is minimised over", ge=100)
     law_min_trials: int = option(4, "analyze: the step used is the latest one at least this many trials reached", ge=2)
+    law_min_r2: float = option(0.5, "analyze: below this held-out R² (at the target scale, or in the "
+                               "leave-one-scale-out backtest when extrapolating) the report says the fit "
+                               "cannot pick a mixture and shows the best observed trials instead", le=1)
 
     def validate(self) -> None:
         overlap = sorted(set(self.tasks) & set(self.fixed))

@@ -17,8 +17,13 @@ small scale stays better at a large one. This module does that on a sweep's tria
      predictions at every observed mixture;
   4. the best mixture at a target scale: the fitted law minimised (or maximised) over many
      mixtures drawn like the sweep draws them. For a scale no trial ran, a pooled model with
-     the scale's ordinal (index in SCALES, vision + language) and its interactions with the
-     mixture features extrapolates; with one swept scale this reduces to rank invariance.
+     the model's size (log10 of its parameters: the vision tower's plus the decoder's without
+     embeddings, `scale_params`) and its interactions with the mixture features extrapolates
+     (RegMix's regression with log N as an input); with one swept scale this reduces to rank
+     invariance;
+  5. a leave-one-scale-out backtest (`backtest`): the pooled law fitted without one scale
+     predicts that scale's trials, and the error and Spearman of predicted against observed
+     say how far extrapolation across sizes can be trusted.
 
     table = load_trials("trials.csv")        # or trials_from_mlflow(cfg.lineage, parent_run_id)
     law = fit_law(table.at_step()[0], model="ridge")
@@ -39,6 +44,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from medmix.model.config import SCALES
+from medmix.model.scales import LANGUAGE_SCALES, VISION_SCALES
 from medmix.storage import Location, location
 
 SHARE_PREFIX = "share."
@@ -179,6 +185,33 @@ def scale_ordinal(key: str) -> float:
     return float(SCALES.index(parts[0]) + SCALES.index(parts[1]))
 
 
+# The timm ViTs the vision scales start from: (embed_dim, depth); mlp_ratio 4, patch 16 at 224 px.
+_TIMM_VIT = {"vit_tiny_patch16_224": (192, 12), "vit_small_patch16_224": (384, 12),
+             "vit_base_patch16_224": (768, 12), "vit_large_patch16_224": (1024, 24)}
+
+
+def scale_params(key: str) -> int:
+    """Parameters of a 'vision/language' scale that grow with it: the ViT tower's and the
+    decoder's without its embeddings (the vocabulary is the tokenizer's, not the scale's)."""
+    scale_ordinal(key)
+    vision, language = key.split("/")
+    v = VISION_SCALES[vision]
+    d, depth = _TIMM_VIT[v.timm_name]
+    d, depth = int(v.timm_kwargs.get("embed_dim", d)), int(v.timm_kwargs.get("depth", depth))
+    patch_embed = 3 * 16 * 16 * d + d
+    positions = (196 + 1) * d + d                       # position table + class token
+    block = 12 * d * d + 13 * d                         # qkv + proj + 4x MLP + 2 norms
+    vit = patch_embed + positions + depth * block + 2 * d
+    lang = LANGUAGE_SCALES[language]
+    decoder = lang.num_params(vocab_size=0) - lang.hidden_size   # no embeddings; keep the final norm
+    return int(vit + decoder + lang.hidden_size)
+
+
+def scale_size(key: str) -> float:
+    """log10 of `scale_params`: what the pooled law and the backtest take as model size."""
+    return math.log10(scale_params(key))
+
+
 # --- the regression ------------------------------------------------------------------------
 
 def mixture_features(x: np.ndarray) -> np.ndarray:
@@ -249,7 +282,7 @@ class MixtureLaw:
         if metric not in self.pooled:
             raise ValueError(f"no law for {metric!r} at scale {scale!r}")
         model = self.pooled[metric]
-        s = np.full(len(x), scale_ordinal(scale))
+        s = np.full(len(x), scale_size(scale))
         if self.model == "ridge":
             return model.predict(_pooled_features(x, s))
         return model.predict(np.column_stack([x, s]))
@@ -301,20 +334,59 @@ def fit_law(table: TrialTable, *, model: str = "ridge", mode: str = "min",
             fits[scale] = ScaleFit(scale=scale, n=len(rows.records), models=models, loo=loo, r2_loo=r2)
     if not fits:
         raise ValueError("no scale has at least 2 trials with finite metrics: nothing to fit")
-    pooled = {}
-    x_all = table.matrix(tasks)
-    s_all = np.array([scale_ordinal(r["scale"]) for r in table.records])
-    for metric in metrics:
-        y = table.column(metric)
-        ok = np.isfinite(y)
-        if ok.sum() < 2:
-            continue
-        if model == "ridge":
-            pooled[metric] = _ridge().fit(_pooled_features(x_all[ok], s_all[ok]), y[ok])
-        else:
-            pooled[metric] = build_regressor(model, seed).fit(np.column_stack([x_all, s_all])[ok], y[ok])
+    pooled = {metric: reg for metric in metrics
+              if (reg := _fit_pooled(table, tasks, metric, model, seed)) is not None}
     return MixtureLaw(tasks=tasks, metrics=metrics, mode=mode, model=model, fits=fits, table=table,
                       pooled=pooled)
+
+
+def _fit_pooled(table: TrialTable, tasks: Sequence[str], metric: str, model: str, seed: int):
+    """mixture features x model size -> `metric`, over every scale's trials; None if < 2 rows."""
+    x_all = table.matrix(tasks)
+    s_all = np.array([scale_size(r["scale"]) for r in table.records])
+    y = table.column(metric)
+    ok = np.isfinite(y)
+    if ok.sum() < 2:
+        return None
+    if model == "ridge":
+        return _ridge().fit(_pooled_features(x_all[ok], s_all[ok]), y[ok])
+    return build_regressor(model, seed).fit(np.column_stack([x_all, s_all])[ok], y[ok])
+
+
+def backtest(law: MixtureLaw, metric: str = OBJECTIVE, seed: int = 0, min_trials: int = 3) -> list[dict[str, Any]]:
+    """Leave one scale out: the pooled law fitted on the other scales predicts the held-out
+    scale's trials. Per held-out scale (with >= `min_trials` trials): RMSE, R² and Spearman of
+    predicted against observed, and whether the best observed trial is the one predicted best.
+
+    A low or negative Spearman means mixtures do not rank the same across sizes: the rank
+    invariance that extrapolation rests on fails for this sweep.
+    """
+    from scipy.stats import spearmanr
+    out: list[dict[str, Any]] = []
+    scales = list(law.fits)
+    if len(scales) < 2:
+        return out
+    for held in scales:
+        test = law.table.where(scale=held)
+        train = TrialTable([r for r in law.table.records if r["scale"] != held])
+        y = test.column(metric)
+        ok = np.isfinite(y)
+        if ok.sum() < min_trials:
+            continue
+        reg = _fit_pooled(train, law.tasks, metric, law.model, seed)
+        if reg is None:
+            continue
+        x = test.matrix(law.tasks)[ok]
+        s = np.full(len(x), scale_size(held))
+        pred = reg.predict(_pooled_features(x, s) if law.model == "ridge" else np.column_stack([x, s]))
+        obs = y[ok]
+        rho = spearmanr(pred, obs).statistic
+        pick = np.argmin if law.mode == "min" else np.argmax
+        out.append({"held_out": held, "trained_on": sorted({r["scale"] for r in train.records}, key=scale_ordinal),
+                    "n": int(ok.sum()), "rmse": float(np.sqrt(np.mean((pred - obs) ** 2))),
+                    "r2": _r2(obs, pred), "spearman": float(rho) if rho == rho else float("nan"),
+                    "picks_best": bool(pick(pred) == pick(obs)), "metric": metric})
+    return out
 
 
 def _r2(y: np.ndarray, pred: np.ndarray) -> float:

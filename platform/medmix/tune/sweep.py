@@ -54,7 +54,7 @@ from medmix.tune.champion import crown
 from medmix.tune.law import TrialTable, normalise_records, write_trials
 from medmix.tune.layout import (OBJECTIVE, SWEEP_INFO, TRIALS_CSV, TRIALS_DIR, TUNE_DIR, objective_value,
                                 read_json, write_json)
-from medmix.tune.report import analysis_dir, publish_analysis
+from medmix.tune.report import analysis_dir, publish_analysis, train_rows
 from medmix.tune.report import analyze as analyze_sweep
 from medmix.tune.runs import OBJECTIVE_PARAM, child_runs, run_artifacts
 from medmix.tune.space import (SearchSpace, apply_params, build_space, mixture_from_params, scale_key,
@@ -480,7 +480,8 @@ def _analyze(cfg: MedmixConfig, table: Any, space: SearchSpace, sweep_dir: Locat
     try:
         report = analyze_sweep(table, analysis_dir(sweep_dir), space=space, target_scale=cfg.sweep.target_scale,
                                model=cfg.sweep.law_model, mode=cfg.sweep.mode, min_trials=cfg.sweep.law_min_trials,
-                               samples=cfg.sweep.law_samples, seed=cfg.seed, title=cfg.name)
+                               samples=cfg.sweep.law_samples, seed=cfg.seed, title=cfg.name,
+                               sizes=train_rows(cfg), min_r2=cfg.sweep.law_min_r2)
     except ValueError as exc:
         result.notes.append(f"analysis skipped: {exc}")
         return None
