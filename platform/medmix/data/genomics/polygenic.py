@@ -10,8 +10,9 @@ reads its inputs and computes the scores and the image.
 
 For every trait and every p-value threshold t (at most 3: one image channel each) the score is
 PRS = sum of beta * dosage(effect allele) over the trait's SNPs with p < t (a missing genotype
-counts as twice the cohort's effect-allele frequency), standardised over the ingested samples
-(z). Each trait is an 8 x 8 pixel block of the image — row-major from the top left, traits
+counts as the training samples' mean dosage at its site), standardised with the mean and sd of
+the training split only (z; `Standardiser`, stored in the ingest's manifest entry, so the test
+split never shapes the scale and a new person is scored with `score_new`). Each trait is an 8 x 8 pixel block of the image — row-major from the top left, traits
 in the weights file's order — whose channel c is round((clip(z_c, -3, 3) + 3) / 6 * 255);
 the rest of the image is 0. One row per (sample, trait with a known phenotype): context
 `outcome` (the trait's name with spaces), target `yes`/`no`, label = option index (yes 0,
@@ -28,6 +29,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
+from typing import Sequence
 
 import numpy as np
 import pysam
@@ -106,11 +108,19 @@ def read_dosages(vcf_path: str | Path, sites: set[tuple[str, int]]) -> tuple[lis
     return samples, out
 
 
-def polygenic_scores(vcf_path: str | Path, weights: dict, thresholds: list[float]
+def polygenic_scores(vcf_path: str | Path, weights: dict, thresholds: list[float],
+                     fill: dict[str, float] | None = None, fit: Sequence[bool] | None = None,
+                     fill_out: dict[str, float] | None = None
                      ) -> tuple[list[str], np.ndarray, dict[str, int]]:
-    """(samples, PRS array [samples, traits, thresholds], SNPs used per trait)."""
+    """(samples, PRS array [samples, traits, thresholds], SNPs used per trait).
+
+    A missing genotype counts as the mean ALT dosage at its site: `fill["chrom:pos"]` when
+    given (a stored `Standardiser`'s), else the mean over the samples `fit` marks (default all);
+    `fill_out`, when given, receives the fill used at every site scored.
+    """
     sites = {(c, p) for items in weights.values() for c, p, *_ in items}
     samples, dos = read_dosages(vcf_path, sites)
+    mask = np.ones(len(samples), bool) if fit is None else np.asarray(fit, bool)
     prs = np.zeros((len(samples), len(weights), len(thresholds)))
     used: dict[str, int] = {}
     for t, (trait, items) in enumerate(weights.items()):
@@ -120,13 +130,19 @@ def polygenic_scores(vcf_path: str | Path, weights: dict, thresholds: list[float
             if site is None:
                 continue
             ref, alt, d = site
-            if effect == alt:
-                x = d
-            elif effect == ref:
-                x = 2.0 - d
-            else:
+            if effect not in (alt, ref):
                 continue  # alleles do not match this site
-            x = np.where(np.isnan(x), np.nanmean(x) if np.isfinite(x).any() else 0.0, x)
+            key = f"{chrom}:{pos}"
+            if fill is not None and key in fill:
+                mean = fill[key]
+            else:
+                known = d[mask][np.isfinite(d[mask])]
+                mean = float(known.mean()) if len(known) else (
+                    float(np.nanmean(d)) if np.isfinite(d).any() else 0.0)
+            if fill_out is not None:
+                fill_out[key] = round(mean, 6)
+            d = np.where(np.isnan(d), mean, d)
+            x = d if effect == alt else 2.0 - d
             n += 1
             for k, thr in enumerate(thresholds):
                 if p < thr:
@@ -138,9 +154,66 @@ def polygenic_scores(vcf_path: str | Path, weights: dict, thresholds: list[float
     return samples, prs, used
 
 
-def standardise(prs: np.ndarray) -> np.ndarray:
-    sd = prs.std(axis=0)
-    return (prs - prs.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+@dataclass
+class Standardiser:
+    """PRS -> z with the mean and sd of the training samples, kept with the data (the
+    ingest's manifest entry) so that a new person is scored on the same scale.
+
+    mean/sd are [traits][thresholds]; `fill` is the mean ALT dosage per weighted site
+    ("chrom:pos") on the same samples, which stands in for a missing genotype."""
+
+    traits: list[str]
+    thresholds: list[float]
+    mean: list[list[float]]
+    sd: list[list[float]]
+    fill: dict[str, float]
+    samples: int
+
+    @classmethod
+    def fit(cls, prs: np.ndarray, traits: list[str], thresholds: list[float],
+            fill: dict[str, float]) -> "Standardiser":
+        """From the training samples' PRS [samples, traits, thresholds]."""
+        if len(prs) < 2:
+            raise GenomicsInputError(f"{len(prs)} training sample(s): a standardisation needs at "
+                                     f"least 2 (put more samples in the train split)")
+        sd = prs.std(axis=0)
+        return cls(list(traits), [float(t) for t in thresholds], prs.mean(axis=0).round(8).tolist(),
+                   np.where(sd > 0, sd, 1.0).round(8).tolist(), dict(fill), int(len(prs)))
+
+    def apply(self, prs: np.ndarray) -> np.ndarray:
+        return (prs - np.asarray(self.mean)) / np.asarray(self.sd)
+
+    def check(self, traits: list[str], thresholds: list[float], where: str) -> None:
+        if list(traits) != self.traits or [float(t) for t in thresholds] != self.thresholds:
+            raise GenomicsInputError(
+                f"{where}: traits {list(traits)} / p-value thresholds {list(thresholds)} differ "
+                f"from the stored standardisation's ({self.traits} / {self.thresholds}): use the "
+                f"same weights file and thresholds as the training ingest")
+
+    def to_json(self) -> dict:
+        return {"traits": self.traits, "thresholds": self.thresholds, "mean": self.mean,
+                "sd": self.sd, "fill": self.fill, "samples": self.samples}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Standardiser":
+        return cls(**{k: data[k] for k in ("traits", "thresholds", "mean", "sd", "fill", "samples")})
+
+
+def stored_standardiser(store, task: str = "polygenic_risk") -> Standardiser | None:
+    """The standardisation the task's latest genotypes ingest fitted (None if none did)."""
+    if not store.exists():
+        return None
+    for src in reversed(store.manifest().get("sources", [])):
+        if src.get("kind") == "genotypes" and src.get("task") == task and src.get("standardisation"):
+            return Standardiser.from_json(src["standardisation"])
+    return None
+
+
+def score_new(vcf_path: str | Path, weights: dict, std: Standardiser) -> tuple[list[str], np.ndarray]:
+    """New people's z scores [samples, traits, thresholds] on a stored training scale."""
+    std.check(list(weights), std.thresholds, str(vcf_path))
+    samples, prs, _ = polygenic_scores(vcf_path, weights, std.thresholds, fill=std.fill)
+    return samples, std.apply(prs)
 
 
 def risk_image(z: np.ndarray, cfg: PolygenicConfig) -> np.ndarray:

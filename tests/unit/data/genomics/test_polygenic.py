@@ -107,3 +107,63 @@ def test_bundled_cohort_has_its_heritability_and_prs_predicts(tmp_path):
     assert set(base) == {t.replace("_", " ") for t in cfg.traits}
     for outcome, res in base.items():
         assert res["auc"] > 0.6, (outcome, res)   # the linear PRS carries the genetic signal
+
+
+def cohort_vcf(path, genotypes: dict[str, list[str]]) -> None:
+    """Three sites (those of WEIGHTS), one GT column per sample."""
+    names = list(genotypes)
+    lines = VCF.splitlines()[:3] + ["\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER",
+                                               "INFO", "FORMAT", *names])]
+    for k, (pos, ref, alt) in enumerate([(100, "A", "G"), (200, "C", "T"), (300, "G", "A")]):
+        lines.append("\t".join(["chr1", str(pos), ".", ref, alt, ".", ".", ".", "GT",
+                                *(genotypes[n][k] for n in names)]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_z_scores_use_the_train_split_only_and_a_new_person_is_scored_on_that_scale(inputs, tmp_path):
+    from medmix.data.genomics.polygenic import score_new, stored_standardiser
+    from medmix.data.ingest.common import hash_split
+    gts = ["0/0", "0/1", "1/1", "./."]
+    names = [f"S{i}" for i in range(24)]
+    splits = {n: hash_split(n) for n in names}
+    assert {"train", "val", "test"} <= set(splits.values())
+    cohort = {n: [gts[i % 3], gts[(i // 3) % 4], gts[(i // 2) % 3]] for i, n in enumerate(names)}
+    cohort_vcf(inputs / "c.vcf", cohort)
+    (inputs / "cp.tsv").write_text("sample\theart\n" + "".join(f"{n}\t{i % 2}\n" for i, n in enumerate(names)))
+    cfg = PolygenicConfig(p_thresholds=[1e-4, 0.05, 1.0])
+    w = read_weights(inputs / "w.tsv")
+
+    def ingest(vcf, where, split="auto", store=None):
+        store = store or ShardStore(tmp_path / where)
+        ingest_genotypes(store, inputs / vcf, inputs / "w.tsv", inputs / "cp.tsv", cfg=cfg, split=split)
+        return store, {ex.context["sample"]: ex.context["prs"] for ex in store.iter_examples("polygenic_risk")}
+
+    store, z = ingest("c.vcf", "a")
+    std = stored_standardiser(store)
+    train = [splits[n] == "train" for n in names]
+    assert std.samples == sum(train) and std.traits == ["heart", "sugar"]
+    _, prs, _ = polygenic_scores(inputs / "c.vcf", w, cfg.p_thresholds, fit=train)
+    mean, sd = prs[train].mean(axis=0), prs[train].std(axis=0)
+    assert np.allclose(std.mean, mean) and np.allclose(std.sd, np.where(sd > 0, sd, 1))
+    for i, n in enumerate(names):
+        want = (prs[i, 0] - mean[0]) / np.where(sd[0] > 0, sd[0], 1)
+        assert [z[n][k] for k in ("0.0001", "0.05", "1")] == pytest.approx(want, abs=1e-4)
+    # the test split does not shape the scale: change only held-out genotypes, train z stay put
+    shuffled = {n: (list(reversed(g)) if splits[n] != "train" else g) for n, g in cohort.items()}
+    cohort_vcf(inputs / "c2.vcf", shuffled)
+    _, z2 = ingest("c2.vcf", "b")
+    assert all(z2[n] == z[n] for n in names if splits[n] == "train")
+    assert any(z2[n] != z[n] for n in names if splits[n] != "train")
+    # a new person, scored with the stored mean/sd (and the training fill for a missing GT)
+    cohort_vcf(inputs / "new.vcf", {"NEW": ["1/1", "./.", "0/1"]})
+    samples, z_new = score_new(inputs / "new.vcf", w, std)
+    _, prs_new, _ = polygenic_scores(inputs / "new.vcf", w, cfg.p_thresholds, fill=std.fill)
+    assert samples == ["NEW"] and np.allclose(z_new, std.apply(prs_new))
+    assert std.fill["chr1:200"] == pytest.approx(np.mean([
+        {"0/0": 0, "0/1": 1, "1/1": 2}[cohort[n][1]] for n in names if splits[n] == "train" and cohort[n][1] != "./."]))
+    # ... and ingested as a held-out cohort into the same store, on the same scale
+    (inputs / "cp.tsv").write_text("sample\theart\nNEW\t1\n")
+    _, rows = ingest("new.vcf", "a", split="test", store=store)
+    assert [rows["NEW"][k] for k in ("0.0001", "0.05", "1")] == pytest.approx(z_new[0, 0], abs=1e-4)
+    with pytest.raises(GenomicsInputError, match="no sample in the train split and no stored standardisation"):
+        ingest("new.vcf", "empty", split="test")
