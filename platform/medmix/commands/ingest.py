@@ -3,6 +3,8 @@
     medmix ingest dicom scans/ --task cxr_report --labels reports.csv
     medmix ingest images photos/ --task derm_pad --on-error skip
     medmix ingest qa medqa.jsonl --task medqa
+    medmix ingest medqa US/4_options/          # MedQA, MedMCQA, PubMedQA as they are published
+    medmix ingest medmcqa medmcqa_data/ && medmix ingest pubmedqa data/ori_pqal.json
     medmix ingest reports                      # the IU chest X-ray reports torchxrayvision ships
     medmix ingest variants --bam reads.bam --ref ref.fa --truth truth.vcf.gz --regions chr20
     medmix ingest genotypes --vcf cohort.vcf.gz --weights gwas.tsv --phenotypes pheno.tsv
@@ -91,6 +93,30 @@ def add_ingest_subparsers(ksub) -> None:
     q.add_argument("paths", nargs="+", help="JSONL files or folders of *.jsonl")
     common(q, "text MCQ task: medqa, medmcqa (or pubmedqa)")
 
+    m = ksub.add_parser("medqa", help="MedQA (US) as published: JSON lines with lettered options",
+                        description="MedQA's data_clean/questions/US files (the 4_options/ "
+                                    "phrases_no_exclude_<split>.jsonl, or the 5-option "
+                                    "<split>.jsonl): question, options {A..D|E}, answer_idx, "
+                                    "meta_info. Split from the file name (dev -> val).")
+    m.add_argument("paths", nargs="+", help="MedQA .jsonl files or a folder of them")
+    common(m, "task", task_default="medqa")
+    mc = ksub.add_parser("medmcqa", help="MedMCQA as published: train.json / dev.json JSON lines",
+                         description="MedMCQA's JSON-lines files: id, question, opa..opd, cop "
+                                     "(1-4 in the published files), subject_name, topic_name, exp. "
+                                     "dev.json -> test (the reported set), train.json -> train/val.")
+    mc.add_argument("paths", nargs="+", help="train.json, dev.json or their folder")
+    mc.add_argument("--cop-base", type=int, choices=(0, 1), default=1,
+                    help="1: cop counts opa as 1 (published files, default); 0: Hugging Face exports")
+    common(mc, "task", task_default="medmcqa")
+    pq = ksub.add_parser("pubmedqa", help="PubMedQA PQA-L as published: ori_pqal.json",
+                         description="ori_pqal.json {pmid: {QUESTION, CONTEXTS, LABELS, "
+                                     "final_decision, LONG_ANSWER, ...}}; the pmids of "
+                                     "test_ground_truth.json (beside it, or --test-ids) are the "
+                                     "test split.")
+    pq.add_argument("paths", nargs="+", help="ori_pqal.json or its folder")
+    pq.add_argument("--test-ids", help="test_ground_truth.json (default: the one beside the file)")
+    common(pq, "task", task_default="pubmedqa")
+
     r = ksub.add_parser("reports", help="IU chest X-ray report XML -> findings->impression rows",
                         description="Report XML (.tgz archive, folder or file) -> summarization "
                                     "rows; reports without FINDINGS or IMPRESSION are skipped and "
@@ -117,6 +143,12 @@ def run(args: argparse.Namespace) -> int:
     elif args.ingest_kind == "qa":
         from medmix.data.ingest.qa import ingest_qa
         summary = ingest_qa(store, args.paths, **common)
+    elif args.ingest_kind in ("medqa", "medmcqa", "pubmedqa"):
+        from medmix.data.ingest.qa_published import ingest_medmcqa, ingest_medqa, ingest_pubmedqa
+        fn = {"medqa": ingest_medqa, "medmcqa": ingest_medmcqa, "pubmedqa": ingest_pubmedqa}[args.ingest_kind]
+        extra = ({"cop_base": args.cop_base} if args.ingest_kind == "medmcqa" else
+                 {"test_ids": args.test_ids} if args.ingest_kind == "pubmedqa" else {})
+        summary = fn(store, args.paths, **common, **extra)
     else:
         from medmix.data.ingest.reports import ingest_reports
         summary = ingest_reports(store, args.path, **common)
