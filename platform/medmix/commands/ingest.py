@@ -5,6 +5,7 @@
     medmix ingest qa medqa.jsonl --task medqa
     medmix ingest medqa US/4_options/          # MedQA, MedMCQA, PubMedQA as they are published
     medmix ingest medmcqa medmcqa_data/ && medmix ingest pubmedqa data/ori_pqal.json
+    medmix ingest pad-ufes PAD-UFES-20/        # metadata.csv + images, split by patient
     medmix ingest reports                      # the IU chest X-ray reports torchxrayvision ships
     medmix ingest variants --bam reads.bam --ref ref.fa --truth truth.vcf.gz --regions chr20
     medmix ingest genotypes --vcf cohort.vcf.gz --weights gwas.tsv --phenotypes pheno.tsv
@@ -117,6 +118,13 @@ def add_ingest_subparsers(ksub) -> None:
     pq.add_argument("--test-ids", help="test_ground_truth.json (default: the one beside the file)")
     common(pq, "task", task_default="pubmedqa")
 
+    pu = ksub.add_parser("pad-ufes", help="PAD-UFES-20 as published: metadata.csv + images/",
+                         description="PAD-UFES-20's metadata.csv (diagnostic ACK/BCC/MEL/NEV/SCC/"
+                                     "SEK, fitspatrick, img_id, patient_id, ...) and its images "
+                                     "under the folder; split by patient_id.")
+    pu.add_argument("folder", help="the PAD-UFES-20 folder (metadata.csv, images/)")
+    common(pu, "task", task_default="derm_pad")
+
     r = ksub.add_parser("reports", help="IU chest X-ray report XML -> findings->impression rows",
                         description="Report XML (.tgz archive, folder or file) -> summarization "
                                     "rows; reports without FINDINGS or IMPRESSION are skipped and "
@@ -143,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.ingest_kind == "qa":
         from medmix.data.ingest.qa import ingest_qa
         summary = ingest_qa(store, args.paths, **common)
+    elif args.ingest_kind == "pad-ufes":
+        from medmix.data.ingest.pad_ufes import ingest_pad_ufes
+        summary = ingest_pad_ufes(store, args.folder, **common)
     elif args.ingest_kind in ("medqa", "medmcqa", "pubmedqa"):
         from medmix.data.ingest.qa_published import ingest_medmcqa, ingest_medqa, ingest_pubmedqa
         fn = {"medqa": ingest_medqa, "medmcqa": ingest_medmcqa, "pubmedqa": ingest_pubmedqa}[args.ingest_kind]

@@ -138,6 +138,9 @@ def resolve_option(options: Sequence[str], value: Any, *, task: str, source: str
         folded = [o.strip().lower() for o in options]
         if text.lower() in folded:
             return folded.index(text.lower())
+        spaced = " ".join(text.replace("_", " ").lower().split())  # CBIS-DDSM: BENIGN_WITHOUT_CALLBACK
+        if spaced in folded:
+            return folded.index(spaced)
         letter = text.strip("()").upper()
         if len(letter) == 1 and letter in LETTERS[:len(options)]:
             return LETTERS.index(letter)
