@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,6 +44,8 @@ from medmix.serve.chat import (Answer, ChatCompletionRequest, ChatError, chat_it
 from medmix.serve.config import ServeConfig, resolve_num_gpus
 from medmix.serve.keys import AuditLog, Keyring, RateLimiter, load_keys
 from medmix.serve.inputs import InputError, Limits, Preprocessor, genotype, task_info
+from medmix.lineage.registry import get_version, parse_model_ref
+from medmix.model.resolve import resolve
 from medmix.serve.models import ModelEntry, local_path, resolve_models
 from medmix.serve.runner import ModelRunner, pick_device
 from medmix.tasks import all_tasks, get_task
@@ -98,7 +101,11 @@ class MedmixModel:
 
     def _load(self, model_id: str):
         if model_id not in self.entries:
-            raise KeyError(f"model {model_id!r} is not served by this deployment ({', '.join(self.entries)})")
+            ref = parse_model_ref(model_id)
+            if ref is None or ref.version is None:
+                raise KeyError(f"model {model_id!r} is not served by this deployment ({', '.join(self.entries)})")
+            # a registry version an alias moved to after deployment (`MedmixIngress.follow_aliases`)
+            self.entries[model_id] = ModelEntry.from_export(resolve(f"models:/{model_id}", self.lineage))
         path = local_path(self.entries[model_id], self.lineage)
         t0 = time.perf_counter()
         runner = ModelRunner.load(path, device=self.device, dtype=self.cfg.dtype,
@@ -154,6 +161,66 @@ class MedmixIngress:
         # decoding and tokenizing are CPU work: off the event loop, a few at a time
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="medmix-prep")
         set_served_model([e.id for e in self.entries])  # Prometheus: the versions this app answers with
+        self.lineage = cfg.lineage
+        # --model values that name a registry alias: {ref: (registry name, alias)}, followed by a poller
+        self.following = {}
+        for e in self.entries:
+            ref = parse_model_ref(e.source)
+            if ref is not None and ref.alias is not None:
+                self.following[e.source] = (ref.name, ref.alias)
+        self.stop_polling = threading.Event()
+        if self.following and self.cfg.alias_poll_s > 0:
+            threading.Thread(target=self._poll_aliases, name="medmix-alias-poll", daemon=True).start()
+
+    def _poll_aliases(self) -> None:
+        while not self.stop_polling.wait(self.cfg.alias_poll_s):
+            try:
+                self.follow_aliases()
+            except Exception as exc:  # noqa: BLE001 - the registry may be down for a while; keep serving
+                log.warning("alias poll failed (%s: %s); still serving %s", type(exc).__name__, exc,
+                            ", ".join(self.names[s] for s in self.following))
+
+    def follow_aliases(self) -> list[str]:
+        """Ask the registry where each followed alias points; switch the ones that moved (returns
+        the new ids). The new version gets its own tokenizer and entry; the alias names (the
+        `--model` value, `name@alias`, `alias`) then lead to it, so new requests use it, while a
+        request already past `pick_model` finishes on the old one, which stays servable by id."""
+        moved = []
+        for source, (name, alias) in self.following.items():
+            current = self.names[source]
+            version = get_version(self.lineage, name, alias)
+            new_id = f"{version.name}/{version.version}"
+            if new_id == current:
+                continue
+            if new_id not in self.by_id:
+                entry = ModelEntry.from_export(resolve(f"models:/{new_id}", self.lineage))
+                prep = Preprocessor.from_export(local_path(entry, self.lineage))
+                self.prep[entry.id] = prep  # before any name leads to it
+                self.entries = [*self.entries, entry]
+                self.by_id = {**self.by_id, entry.id: entry}
+            entry = self.by_id[new_id]
+            taken = {source, f"{name}@{alias}", alias}
+            names = dict(self.names)
+            for n in [entry.id, *entry.aliases]:
+                names.setdefault(n, entry.id)
+            for n in taken:
+                names[n] = entry.id
+            for e in self.entries:  # the alias names belong to the new version only
+                e.aliases = [a for a in e.aliases if a not in taken or e.id == entry.id]
+            entry.aliases = list(dict.fromkeys([*entry.aliases, *sorted(taken - {entry.id})]))
+            if self.default == current:
+                self.default = entry.id
+            self.names = names
+            self._describe()
+            set_served_model([e.id for e in self.entries])
+            log.info("%s moved: %s -> %s (new requests use %s)", f"{name}@{alias}", current, new_id, new_id)
+            moved.append(new_id)
+        return moved
+
+    def _describe(self) -> None:
+        models = [{**e.describe(), "default": e.id == self.default} for e in self.entries]
+        cards = [model_card(m, _created(e.path)) for m, e in zip(models, self.entries)]
+        self.models, self.model_cards = models, cards
 
     def __serve_build_asgi_app__(self):
         from medmix.serve.http import build_http_app

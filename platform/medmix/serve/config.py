@@ -66,6 +66,11 @@ class ServeConfig:
     default_max_new_tokens: int = option(64, "tokens generated when a request does not say", ge=1)
     max_options: int = option(26, "most answer options a multiple-choice request may list", ge=2, le=26)
 
+    # -- following registry aliases ---------------------------------------------------------
+    alias_poll_s: float = option(30.0, "how often the ingress asks the registry where each --model alias "
+                                 "(medmix@champion) points; when it moved, new requests go to the new version "
+                                 "and in-flight ones finish on the old; 0 = resolve once at deploy time", ge=0)
+
     # -- API keys, rate limits, audit ------------------------------------------------------
     keys_file: str = option("", "JSON file of API keys: name + sha256 of each key (medmix.serve.keys), re-read "
                             "when it changes; '' = none ($MEDMIX_API_TOKEN still works as a key named token)")

@@ -48,6 +48,61 @@ def test_registry_references_resolve_and_the_champion_answers(ray_local, tiny_su
                                         "digest": champ.digest}
     assert shown["answer"]["prediction"] in ("yes", "no") and shown["reference"] in ("yes", "no")
     assert shown["request"]["inputs"]["image"] == "<base64 image>"
+    follow_the_champion(cfg, versions)
+
+
+def follow_the_champion(cfg, versions: list[str]) -> None:
+    """Serving `medmix@champion`, the champion moves while requests run: they all succeed, and the
+    answers switch to the new version within the polling interval, without a redeploy."""
+    import asyncio
+    import dataclasses
+
+    import httpx
+    from ray import serve
+
+    from medmix.lineage.registry import set_alias
+    from medmix.serve import server
+    from medmix.serve.models import resolve_models
+    poll_s = 0.5
+    cfg.serve = dataclasses.replace(cfg.serve, alias_poll_s=poll_s, port=free_port())
+    url = server.start(cfg, resolve_models(["medmix@champion"], cfg.lineage))
+    old, new = (f"medmix/{v}" for v in versions)
+    body = {"task": "mimic3_summary", "inputs": {"findings": "clear lungs"}, "options": {"max_new_tokens": 1}}
+
+    async def load(n: int, concurrency: int) -> list[tuple[float, int, str | None]]:
+        sem = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(base_url=url, timeout=60.0) as c:
+            async def one(i):
+                async with sem:
+                    if i == n // 4:  # a quarter of the way in, the champion moves
+                        set_alias(cfg.lineage, "medmix", "champion", versions[1])
+                        moved_at.append(time.monotonic())
+                    r = await c.post("/v1/predict", json=body)
+                    return time.monotonic(), r.status_code, r.json().get("model", {}).get("id")
+            return await asyncio.gather(*(one(i) for i in range(n)))
+    try:
+        moved_at: list[float] = []
+        t0 = time.monotonic()
+        results = asyncio.run(load(160, 16))
+        codes = [code for _, code, _ in results]
+        assert codes.count(200) == len(codes), sorted(set(codes))
+        ids = [model for _, _, model in results]
+        assert ids[0] == old and ids[-1] == new, (ids[:3], ids[-3:])
+        first_new = min(t for t, _, model in results if model == new)
+        last_old = max(t for t, _, model in results if model == old)
+        print(f"champion moved at {moved_at[0] - t0:.2f}s: first answer from the new version "
+              f"{first_new - moved_at[0]:.2f}s later, last from the old {last_old - moved_at[0]:.2f}s later "
+              f"({len(results)} requests in {time.monotonic() - t0:.1f}s)")
+        # switched within the polling interval (+ loading the new version on the replica)
+        assert last_old - moved_at[0] < poll_s + 10
+        listing = httpx.get(url + "/v1/models").json()["data"]
+        assert [m["id"] for m in listing] == [old, new]
+        assert "champion" in listing[1]["aliases"] and "champion" not in listing[0]["aliases"]
+        assert listing[1]["default"] and not listing[0]["default"]
+        pinned = httpx.post(url + "/v1/predict", json=body, headers={"X-Medmix-Model": old}).json()
+        assert pinned["model"]["id"] == old  # the old version still answers by id
+    finally:
+        serve.shutdown()
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
