@@ -2,11 +2,50 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from medmix.options import ConfigError, option
 
 SCALES = ("debug", "tiny", "small", "base", "large")
+
+TRAINABLE_GROUPS = ("all", "projector", "vision", "decoder", "lora")
+"""Named parts `train.trainable` may list; any other term is a glob over parameter/module names."""
+
+
+def parse_trainable(spec: str, key: str = "train.trainable") -> list[str]:
+    """`"projector+lora"` -> ["projector", "lora"]; terms split on `+` or `,`.
+
+    A term is a named group (TRAINABLE_GROUPS) or a glob over parameter and module names
+    (`decoder.model.layers.1*`, `*.norm*`). Raises ConfigError naming `key` for an empty term or
+    `all` combined with anything (it already includes everything)."""
+    terms = [t.strip() for t in re.split(r"[+,]", spec)]
+    if not spec.strip() or any(not t for t in terms):
+        raise ConfigError(f"{key} = {spec!r} has an empty term; write e.g. all, projector, "
+                          f"projector+lora, or module globs such as projector,decoder.model.layers.1.*")
+    if "all" in terms and len(terms) > 1:
+        raise ConfigError(f"{key} = {spec!r}: `all` already trains every parameter; drop the other terms")
+    for t in terms:
+        if t not in TRAINABLE_GROUPS and not re.fullmatch(r"[A-Za-z0-9_.*?\[\]!-]+", t):
+            raise ConfigError(f"{key}: term {t!r} is neither one of {', '.join(TRAINABLE_GROUPS)} nor a "
+                              f"glob over module names (letters, digits, _ . * ? [ ])")
+    return list(dict.fromkeys(terms))
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (through `peft`) that `train.trainable` = `...+lora` adds and trains."""
+
+    rank: int = option(8, "rank r of each adapter's low-rank update", ge=1, le=1024)
+    alpha: float = option(16.0, "scaling numerator: the update is scaled by alpha / rank", gt=0)
+    dropout: float = option(0.05, "dropout on the adapter's input during training", ge=0, lt=1)
+    target_modules: list[str] = option(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+                                       help="decoder Linear layers that get an adapter, by name or "
+                                            "name suffix (peft's target_modules); empty = none")
+    vision_target_modules: list[str] = option(default_factory=list,
+                                              help="vision-tower Linear layers that get an adapter "
+                                                   "(e.g. qkv, proj for a timm ViT); empty = the tower "
+                                                   "gets none")
 
 
 @dataclass

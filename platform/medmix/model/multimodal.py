@@ -71,7 +71,9 @@ class MultimodalLM(nn.Module):
         """(N, 3, S, S) normalised pixels -> (N, num_image_tokens, decoder hidden)."""
         dtype = self.vision.vit.patch_embed.proj.weight.dtype
         pixel_values = pixel_values.to(dtype)
-        if self.freeze_vision:
+        # a tower with nothing to train (freeze_vision, or train.trainable leaving it out) runs
+        # without autograd: its activations are not kept for a backward that never reaches it
+        if self.freeze_vision or not any(p.requires_grad for p in self.vision.parameters()):
             with torch.no_grad():
                 feats = self.vision(pixel_values)
         else:

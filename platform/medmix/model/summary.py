@@ -4,6 +4,8 @@
     info["params"]            # {"vision": ..., "projector": ..., "decoder": ..., "total": ...}
     info["flops_per_token"]   # training FLOPs per decoder token, for MFU
     rows = ladder(cfg.model, vocab_size=4096, seq_len=256)   # one row per named scale
+    t = trainable_summary(cfg.model, cfg.train.trainable, cfg.train.lora, vocab_size=4096, world_size=8)
+    t["optimizer_bytes_per_gpu"]   # AdamW moments of the trainable parameters, FSDP-sharded
 
 The FLOP formulas themselves are in `flops.py`.
 """
@@ -16,9 +18,10 @@ from typing import Any
 
 import torch
 
-from medmix.model.config import SCALES, ModelConfig
+from medmix.model.config import SCALES, LoraConfig, ModelConfig
 from medmix.model.multimodal import build_model
 from medmix.model.scales import language_scale_name, vision_scale_name
+from medmix.model.trainable import apply_lora_structure, apply_trainable
 
 
 def build_on_meta(cfg: ModelConfig, vocab_size: int):
@@ -50,6 +53,37 @@ def describe(cfg: ModelConfig, vocab_size: int, seq_len: int) -> dict[str, Any]:
         # one image per sequence, spread over its tokens: what a VQA-style batch costs
         "flops_per_token_1img": per_token + per_image / seq_len,
     }
+
+
+ADAM_BYTES_PER_PARAM = 8
+"""AdamW keeps two fp32 moments (exp_avg, exp_avg_sq) per trainable parameter."""
+
+
+def trainable_summary(cfg: ModelConfig, trainable: str, lora: LoraConfig, *, vocab_size: int,
+                      world_size: int) -> dict[str, Any]:
+    """Trainable and frozen parameter counts under `trainable` (train.trainable), and what the
+    optimizer state, gradients and fp32 weights take per GPU when FSDP2 shards them over
+    `world_size` ranks. Raises ConfigError for a LoRA target or glob that matches nothing."""
+    model = build_on_meta(cfg, vocab_size)
+    with torch.device("meta"):  # adapters too: shapes only
+        report = apply_trainable(model, trainable, lora)
+    total = report.trainable + report.frozen
+    return {
+        "trainable": report.trainable, "frozen": report.frozen, "total": total,
+        "per_part": {k: {"trainable": t, "frozen": f} for k, (t, f) in report.per_part.items()},
+        "lora_modules": report.lora_modules, "world_size": world_size,
+        "optimizer_bytes_per_gpu": ADAM_BYTES_PER_PARAM * report.trainable / world_size,
+        "grad_bytes_per_gpu": 4 * report.trainable / world_size,
+        "param_bytes_per_gpu": 4 * total / world_size,
+    }
+
+
+def parameter_names(cfg: ModelConfig, vocab_size: int, trainable: str, lora: LoraConfig) -> list[tuple[str, tuple]]:
+    """(name, shape) of every parameter, adapters included: what `train.trainable` globs match."""
+    model = build_on_meta(cfg, vocab_size)
+    with torch.device("meta"):
+        apply_lora_structure(model, trainable, lora)
+    return [(n, tuple(p.shape)) for n, p in model.named_parameters()]
 
 
 def ladder(cfg: ModelConfig, vocab_size: int, seq_len: int) -> list[dict[str, Any]]:

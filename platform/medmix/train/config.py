@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from medmix.model.config import LoraConfig, parse_trainable
 from medmix.options import ConfigError, option
 
 
@@ -32,10 +33,20 @@ class TrainConfig:
     storage_path: str = option("medmix-runs/checkpoints", "where Ray Train writes run directories (local, NFS or s3://)")
     max_failures: int = option(2, "worker-group restarts from the latest checkpoint before the run fails", ge=0)
     deterministic: bool = option(True, "deterministic algorithms on CPU (exact resume checks)")
+    trainable: str = option("all", "what trains (the rest is frozen, with no optimizer state): all, projector "
+                                   "(stage 1), projector+lora (stage 2), or +/,-joined parts (projector, vision, "
+                                   "decoder, lora) and globs over module names")
+    lora: LoraConfig = field(default_factory=LoraConfig,
+                             metadata={"help": "LoRA adapters for train.trainable = ...+lora"})
 
     def validate(self) -> None:
         if self.warmup_steps > self.steps:
             raise ConfigError(f"warmup_steps = {self.warmup_steps} is more than steps = {self.steps}")
+        terms = parse_trainable(self.trainable)
+        if "lora" in terms and not (self.lora.target_modules or self.lora.vision_target_modules):
+            raise ConfigError(f"train.trainable = {self.trainable!r} asks for LoRA but train.lora.target_modules "
+                              f"and train.lora.vision_target_modules are both empty; name the Linear "
+                              f"layers to adapt (e.g. [\"q_proj\", \"v_proj\"])")
 
 
 @dataclass

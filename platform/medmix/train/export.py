@@ -25,6 +25,7 @@ from medmix.data.tokenizer import load_tokenizer
 from medmix.lineage.registry import TAG_CHECKPOINT, TAG_STEP, TAG_STORE_DIGEST, register_export
 from medmix.model import build_model, save_exported
 from medmix.model.export_meta import LINEAGE_FILE, TOKENIZER_FILE
+from medmix.model.trainable import apply_lora_structure, merge_lora
 from medmix.train.checkpoint import dcp_load, read_meta
 from medmix.storage import local_copy, normalize
 
@@ -46,9 +47,11 @@ def _load_checkpoint_model(checkpoint: Path):
     tok = load_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
     model = build_model(cfg.model, vocab_size=len(tok), image_token_id=tok.image_token_id,
                         pad_token_id=tok.pad_id)
+    apply_lora_structure(model, cfg.train.trainable, cfg.train.lora)  # the adapters the run trained
     state = {"model": model.state_dict()}
     dcp_load(state, checkpoint)
     model.load_state_dict(state["model"], strict=True)
+    merge_lora(model)  # an export has the plain architecture: adapters folded into the weights
     model.eval()
     return model, cfg, tok
 

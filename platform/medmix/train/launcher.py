@@ -74,6 +74,18 @@ def prepare(cfg: MedmixConfig) -> None:
     check_reachable(cfg.train.storage_path)  # endpoint, credentials, bucket: before any work
     ShardStore(check_reachable(cfg.data.root)).manifest()  # clear error if the store is missing
     ensure_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
+    check_trainable(cfg)
+
+
+def check_trainable(cfg: MedmixConfig) -> None:
+    """A LoRA target or a `train.trainable` glob that matches nothing fails here, naming it,
+    before any worker starts: the model is built on the meta device (shapes only, no weights
+    read). `all` has nothing to match, and the driver then never imports torch."""
+    if cfg.train.trainable == "all":
+        return
+    from medmix.model.summary import trainable_summary  # torch and transformers: only for this check
+    trainable_summary(cfg.model, cfg.train.trainable, cfg.train.lora, vocab_size=cfg.tokenizer.vocab_size,
+                      world_size=cfg.train.num_workers)
 
 
 def absolutize(cfg: MedmixConfig) -> Location:

@@ -19,6 +19,7 @@ from medmix.data.stream import build_rank_stream
 from medmix.data.tokenizer import load_tokenizer
 from medmix.lineage.tracker import build_tracker
 from medmix.model import build_model
+from medmix.model.trainable import apply_trainable
 from medmix.storage import Location, location
 from medmix.train.callbacks import (CheckpointCommit, ConsoleLog, ExampleLedger, FaultInjection, MLflowLog,
                                     PrometheusExport, RayTrainReport, checkpoint_uri)
@@ -46,6 +47,9 @@ def build_trainer(cfg: MedmixConfig, *, rank: int, world_size: int, device: torc
     model = build_model(cfg.model, vocab_size=len(tokenizer), image_token_id=tokenizer.image_token_id,
                         pad_token_id=tokenizer.pad_id)
     flops_per_token = model.flops_per_token(cfg.stream.max_seq_len)
+    # adapters and requires_grad before FSDP (which keeps each parameter's flag) and before the
+    # optimizer (which then holds state for the trainable parameters only)
+    apply_trainable(model, cfg.train.trainable, cfg.train.lora)
     model.to(device)
     if cfg.train.activation_checkpointing:
         apply_ac(model)
