@@ -203,6 +203,50 @@ def vcf_records(vcf: pysam.VariantFile, region: Region | None = None):
                                  f"malformed") from exc
 
 
+def read_bed(path: str | os.PathLike) -> list[Region]:
+    """A BED file (0-based, half-open; e.g. a truth set's confident regions) -> Regions, sorted and
+    merged; a malformed line is an error naming the file, the line and the column."""
+    path = _require_file(path, "BED")
+    out: list[Region] = []
+    opener = gzip.open if gzip_kind(path) else open
+    with opener(path, "rt") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip() or line.startswith(("#", "track", "browser")):
+                continue
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) < 3:
+                raise GenomicsInputError(f"{path}: line {n}: {len(cols)} tab-separated column(s); "
+                                         f"BED needs chrom, start, end")
+            try:
+                start, end = int(cols[1]), int(cols[2])
+            except ValueError:
+                raise GenomicsInputError(f"{path}: line {n}: start {cols[1]!r} / end {cols[2]!r} "
+                                         f"are not integers") from None
+            if not 0 <= start < end:
+                raise GenomicsInputError(f"{path}: line {n}: interval {start}-{end} is empty or "
+                                         f"negative (BED is 0-based, half-open)")
+            out.append(Region(cols[0], start, end))
+    if not out:
+        raise GenomicsInputError(f"{path}: no intervals")
+    merged: list[Region] = []
+    for r in sorted(out, key=lambda r: (r.contig, r.start)):
+        if merged and merged[-1].contig == r.contig and r.start <= merged[-1].end:
+            merged[-1] = Region(r.contig, merged[-1].start, max(merged[-1].end, r.end))
+        else:
+            merged.append(r)
+    return merged
+
+
+def intersect_regions(a: list[Region], b: list[Region]) -> list[Region]:
+    """The parts of `a` that `b` covers."""
+    out = []
+    for x in a:
+        for y in b:
+            if x.contig == y.contig and max(x.start, y.start) < min(x.end, y.end):
+                out.append(Region(x.contig, max(x.start, y.start), min(x.end, y.end)))
+    return out
+
+
 def parse_regions(specs: list[str] | None, fasta: pysam.FastaFile,
                   contigs: list[str] | None = None) -> list[Region]:
     """`chr1`, `chr1:1000-2000` (1-based, inclusive) -> Regions; default every contig given."""

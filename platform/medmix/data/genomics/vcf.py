@@ -31,7 +31,8 @@ import pysam
 
 from medmix.data.genomics import compare
 from medmix.data.genomics.alleles import Variant, record_variants
-from medmix.data.genomics.inputs import GenomicsInputError, Region, open_fasta, open_vcf, vcf_records
+from medmix.data.genomics.inputs import (GenomicsInputError, Region, intersect_regions, open_fasta,
+                                         open_vcf, read_bed, vcf_records)
 
 MAX_QUAL = 99.0
 PredictFn = Callable[[np.ndarray, list[dict]], np.ndarray]
@@ -115,18 +116,23 @@ def _variant_items(path: str | Path, fasta: pysam.FastaFile | None,
 
 
 def compare_to_truth(calls_vcf: str | Path, truth_vcf: str | Path, ref_fasta: str | Path | None = None,
-                     regions: list[Region] | None = None) -> dict[str, float]:
+                     regions: list[Region] | None = None, match_genotype: bool = True,
+                     confident_bed: str | Path | None = None) -> dict[str, float]:
     """SNP and indel precision/recall/F1 of calls against truth (`medmix.data.genomics.compare`:
     the same normalisation and counting as `medmix evaluate`).
 
     Returns flat keys: snp_f1, snp_precision, snp_recall, snp_tp, snp_fp, snp_fn, and the same
     for indel (precision/recall NaN when there is nothing to divide by). Without `ref_fasta`
-    indels are only trimmed, not left-aligned.
+    indels are only trimmed, not left-aligned. `match_genotype=False` counts alleles only (what
+    `bcftools isec -c none` on `bcftools norm -m- -a` output counts).
     """
     fasta = open_fasta(ref_fasta) if ref_fasta else None
+    if confident_bed:
+        bed = read_bed(confident_bed)
+        regions = intersect_regions(regions, bed) if regions else bed
     calls = _variant_items(calls_vcf, fasta, regions)
     truth = _variant_items(truth_vcf, fasta, regions)
-    return compare.compare(calls, truth)
+    return compare.compare(calls, truth, match_genotype)
 
 
 def call_variants(predict_fn: PredictFn, bam: str | Path, ref: str | Path, out_vcf: str | Path,

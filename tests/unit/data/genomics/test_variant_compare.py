@@ -97,3 +97,69 @@ def test_a_true_variant_no_candidate_covered_is_a_false_negative(tmp_path, ref):
     # no truth for a split evaluated in part: a note says why recall counts only candidates
     assert task_truth(store, "variant_calling", "test", evaluated=1, notes=notes) is None
     assert "only 1 of the split's 2 rows" in notes[0]
+
+
+def test_allele_counts_agree_with_bcftools_norm_and_isec(tmp_path, ref):
+    """bcftools norm -m- -a (split, atomise, left-align) + isec -c none, on the same hand-made
+    calls and truth, counts the same allele-level TP/FP/FN as the medmix comparison."""
+    from pysam import bcftools
+    fa, R = ref
+    third = next(b for b in "ACGT" if b not in (R[70], alt(R[70])))
+    truth = {Variant(CONTIG, 20, R[20:22], alt(R[20]) + alt(R[21])): 1,   # an MNP
+             Variant(CONTIG, 70, R[70], alt(R[70])): 1, Variant(CONTIG, 70, R[70], third): 1,  # 1/2 below
+             Variant(CONTIG, 299, "G", "GA"): 2,                             # left-aligned insertion
+             Variant(CONTIG, 150, R[150:153], R[150]): 1}                    # missed deletion
+    calls = [Call(Variant(CONTIG, 20, R[20], alt(R[20])), (0, 1, 0)),        # the MNP as two SNPs
+             Call(Variant(CONTIG, 21, R[21], alt(R[21])), (0, 1, 0)),
+             Call(Variant(CONTIG, 70, R[70], alt(R[70])), (0, 1, 0)),
+             Call(Variant(CONTIG, 305, "A", "AA"), (0, 0, 1)),                # right-shifted spelling
+             Call(Variant(CONTIG, 90, R[90], alt(R[90])), (0, 1, 0))]         # not in truth
+    truth_vcf = write_truth_vcf(tmp_path / "truth.vcf.gz", fa, {v: g for v, g in truth.items()
+                                                                 if v.pos != 70}, "s1")
+    # the two alleles at 70 as one multi-allelic record (GT 1/2), as published truth sets do
+    with pysam.VariantFile(str(truth_vcf)) as src, \
+            pysam.VariantFile(str(tmp_path / "t2.vcf.gz"), "wz", header=src.header) as out:
+        done = False
+        for rec in src:
+            if rec.pos > 71 and not done:
+                multi = out.new_record(contig=CONTIG, start=70, alleles=(R[70], alt(R[70]), third))
+                multi.samples["s1"]["GT"] = (1, 2)
+                out.write(multi)
+                done = True
+            out.write(rec)
+    pysam.tabix_index(str(tmp_path / "t2.vcf.gz"), preset="vcf", force=True)
+    calls_vcf = write_calls(calls, fa, tmp_path / "calls.vcf.gz", sample="s1")
+    ours = compare_to_truth(calls_vcf, tmp_path / "t2.vcf.gz", fa, match_genotype=False)
+
+    def norm(src, name):
+        out = str(tmp_path / name)
+        bcftools.norm("-m-", "-a", "-f", str(fa), "-Oz", "-o", out, str(src), catch_stdout=False)
+        pysam.tabix_index(out, preset="vcf", force=True)
+        return out + ".gz" if not out.endswith(".gz") else out
+    c, t = norm(calls_vcf, "c.norm.vcf.gz"), norm(tmp_path / "t2.vcf.gz", "t.norm.vcf.gz")
+    isec = tmp_path / "isec"
+    bcftools.isec("-c", "none", "-p", str(isec), c, t, catch_stdout=False)
+    count = lambda f: sum(1 for x in open(isec / f) if not x.startswith("#"))  # noqa: E731
+    fp, fn, tp = count("0000.vcf"), count("0001.vcf"), count("0002.vcf")
+    assert (tp, fp, fn) == (ours["snp_tp"] + ours["indel_tp"], ours["snp_fp"] + ours["indel_fp"],
+                            ours["snp_fn"] + ours["indel_fn"])
+    assert (ours["snp_tp"], ours["snp_fp"], ours["snp_fn"]) == (3, 1, 1)      # 70's second allele missed
+    assert (ours["indel_tp"], ours["indel_fp"], ours["indel_fn"]) == (1, 0, 1)
+
+
+def test_confident_bed_limits_both_sides_and_a_bad_bed_line_is_named(tmp_path, ref):
+    from medmix.data.genomics.inputs import GenomicsInputError
+    fa, R = ref
+    truth = {Variant(CONTIG, 20, R[20], alt(R[20])): 1, Variant(CONTIG, 60, R[60], alt(R[60])): 1}
+    write_truth_vcf(tmp_path / "truth.vcf.gz", fa, truth, "s1")
+    calls = write_calls([Call(Variant(CONTIG, 20, R[20], alt(R[20])), (0, 1, 0)),
+                         Call(Variant(CONTIG, 90, R[90], alt(R[90])), (0, 1, 0))], fa,
+                        tmp_path / "c.vcf.gz", sample="s1")
+    everywhere = compare_to_truth(calls, tmp_path / "truth.vcf.gz", fa)
+    assert (everywhere["snp_tp"], everywhere["snp_fp"], everywhere["snp_fn"]) == (1, 1, 1)
+    (tmp_path / "conf.bed").write_text(f"# confident\n{CONTIG}\t0\t30\n{CONTIG}\t25\t50\n")
+    inside = compare_to_truth(calls, tmp_path / "truth.vcf.gz", fa, confident_bed=tmp_path / "conf.bed")
+    assert (inside["snp_tp"], inside["snp_fp"], inside["snp_fn"]) == (1, 0, 0)   # 60 and 90 outside
+    (tmp_path / "bad.bed").write_text(f"{CONTIG}\t0\t30\n{CONTIG}\tten\t50\n")
+    with pytest.raises(GenomicsInputError, match=r"bad\.bed: line 2: start 'ten'"):
+        compare_to_truth(calls, tmp_path / "truth.vcf.gz", fa, confident_bed=tmp_path / "bad.bed")
