@@ -19,6 +19,8 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
+import pysam
+
 from medmix.data.genomics import compare
 from medmix.data.genomics.config import CandidateConfig, PileupConfig
 from medmix.data.genomics.alleles import Variant, record_variants
@@ -109,6 +111,9 @@ def variant_truth(store, task: str, split: str) -> tuple[list[tuple] | None, str
         fasta = open_fasta(src["reference"])
         try:
             regions = parse_regions(None if src["regions"] == "all" else list(src["regions"]), fasta)
+            if src["regions"] == "all" and Path(src["path"]).is_file():
+                with pysam.AlignmentFile(src["path"]) as bam:  # candidates came from its contigs only
+                    regions = [r for r in regions if r.contig in set(bam.references)]
             entries = []
             with open_vcf(src["truth"], fasta) as vcf:
                 for region in regions:
