@@ -6,6 +6,7 @@
     medmix ingest medqa US/4_options/          # MedQA, MedMCQA, PubMedQA as they are published
     medmix ingest medmcqa medmcqa_data/ && medmix ingest pubmedqa data/ori_pqal.json
     medmix ingest pad-ufes PAD-UFES-20/        # metadata.csv + images, split by patient
+    medmix ingest conversations llava_med.json --task vqa_rad    # LLaVA / ShareGPT conversations
     medmix ingest reports                      # the IU chest X-ray reports torchxrayvision ships
     medmix ingest variants --bam reads.bam --ref ref.fa --truth truth.vcf.gz --regions chr20
     medmix ingest genotypes --vcf cohort.vcf.gz --weights gwas.tsv --phenotypes pheno.tsv
@@ -125,6 +126,15 @@ def add_ingest_subparsers(ksub) -> None:
     pu.add_argument("folder", help="the PAD-UFES-20 folder (metadata.csv, images/)")
     common(pu, "task", task_default="derm_pad")
 
+    cv = ksub.add_parser("conversations", help="LLaVA / ShareGPT conversation JSON -> rows of any task",
+                         description="LLaVA(-Med) {id, image, conversations: [{from, value}]} or "
+                                     "ShareGPT/LLaMA-Factory {conversations|messages, images} "
+                                     "records (.json list or .jsonl): each user turn + assistant "
+                                     "answer is one example; <image> tokens removed.")
+    cv.add_argument("paths", nargs="+", help=".json or .jsonl files")
+    cv.add_argument("--images-root", help="folder the image paths start from (default: the file's folder)")
+    common(cv, "task the turns fill, e.g. vqa_rad, slake_vqa, derm_pad, pubmedqa")
+
     r = ksub.add_parser("reports", help="IU chest X-ray report XML -> findings->impression rows",
                         description="Report XML (.tgz archive, folder or file) -> summarization "
                                     "rows; reports without FINDINGS or IMPRESSION are skipped and "
@@ -151,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.ingest_kind == "qa":
         from medmix.data.ingest.qa import ingest_qa
         summary = ingest_qa(store, args.paths, **common)
+    elif args.ingest_kind == "conversations":
+        from medmix.data.ingest.conversations import ingest_conversations
+        summary = ingest_conversations(store, args.paths, images_root=args.images_root, **common)
     elif args.ingest_kind == "pad-ufes":
         from medmix.data.ingest.pad_ufes import ingest_pad_ufes
         summary = ingest_pad_ufes(store, args.folder, **common)
