@@ -7,6 +7,7 @@
     medmix ingest medmcqa medmcqa_data/ && medmix ingest pubmedqa data/ori_pqal.json
     medmix ingest pad-ufes PAD-UFES-20/        # metadata.csv + images, split by patient
     medmix ingest conversations llava_med.json --task vqa_rad    # LLaVA / ShareGPT conversations
+    medmix ingest vqa-rad VQA_RAD/ ; medmix ingest slake Slake1.0/ ; medmix ingest path-vqa data/
     medmix ingest reports                      # the IU chest X-ray reports torchxrayvision ships
     medmix ingest variants --bam reads.bam --ref ref.fa --truth truth.vcf.gz --regions chr20
     medmix ingest genotypes --vcf cohort.vcf.gz --weights gwas.tsv --phenotypes pheno.tsv
@@ -135,6 +136,19 @@ def add_ingest_subparsers(ksub) -> None:
     cv.add_argument("--images-root", help="folder the image paths start from (default: the file's folder)")
     common(cv, "task the turns fill, e.g. vqa_rad, slake_vqa, derm_pad, pubmedqa")
 
+    for name, what in (("vqa-rad", 'VQA-RAD: "VQA_RAD Dataset Public.json" + its image folder; '
+                                   'phrase_type test_* -> test'),
+                       ("slake", "Slake 1.0: train.json, validate.json, test.json + imgs/"),
+                       ("path-vqa", "Path-VQA's parquet release ({train,validation,test}-*.parquet; "
+                                    "pickles are never opened)")):
+        v = ksub.add_parser(name, help=what.split(":")[0] + " as published", description=what)
+        v.add_argument("path", help="the dataset's folder (or its annotation file)")
+        if name == "slake":
+            v.add_argument("--lang", choices=("en", "zh", "all"), default="en",
+                           help="question language kept (default en, as MultiMedBench)")
+        common(v, "task", task_default={"vqa-rad": "vqa_rad", "slake": "slake_vqa",
+                                        "path-vqa": "path_vqa"}[name])
+
     r = ksub.add_parser("reports", help="IU chest X-ray report XML -> findings->impression rows",
                         description="Report XML (.tgz archive, folder or file) -> summarization "
                                     "rows; reports without FINDINGS or IMPRESSION are skipped and "
@@ -164,6 +178,13 @@ def run(args: argparse.Namespace) -> int:
     elif args.ingest_kind == "conversations":
         from medmix.data.ingest.conversations import ingest_conversations
         summary = ingest_conversations(store, args.paths, images_root=args.images_root, **common)
+    elif args.ingest_kind in ("vqa-rad", "slake", "path-vqa"):
+        from medmix.data.ingest.vqa_published import ingest_path_vqa, ingest_slake, ingest_vqa_rad
+        if args.ingest_kind == "slake":
+            summary = ingest_slake(store, args.path, lang=args.lang, **common)
+        else:
+            fn = ingest_vqa_rad if args.ingest_kind == "vqa-rad" else ingest_path_vqa
+            summary = fn(store, args.path, **common)
     elif args.ingest_kind == "pad-ufes":
         from medmix.data.ingest.pad_ufes import ingest_pad_ufes
         summary = ingest_pad_ufes(store, args.folder, **common)

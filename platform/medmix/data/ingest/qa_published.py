@@ -54,7 +54,7 @@ def file_split(path: str) -> str | None:
     """train / val / test from a published file name (`dev` is val), None if it names none."""
     words = set(re.split(r"[^a-z]+", Path(path).name.lower()))
     for word, split in (("train", "train"), ("dev", "val"), ("val", "val"), ("validation", "val"),
-                        ("test", "test")):
+                        ("validate", "val"), ("test", "test")):
         if word in words:
             return split
     return None
