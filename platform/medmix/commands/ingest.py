@@ -8,6 +8,7 @@
     medmix ingest pad-ufes PAD-UFES-20/        # metadata.csv + images, split by patient
     medmix ingest conversations llava_med.json --task vqa_rad    # LLaVA / ShareGPT conversations
     medmix ingest vqa-rad VQA_RAD/ ; medmix ingest slake Slake1.0/ ; medmix ingest path-vqa data/
+    medmix ingest vindr-mammo vindr-mammo/1.0.0/
     medmix ingest reports                      # the IU chest X-ray reports torchxrayvision ships
     medmix ingest variants --bam reads.bam --ref ref.fa --truth truth.vcf.gz --regions chr20
     medmix ingest genotypes --vcf cohort.vcf.gz --weights gwas.tsv --phenotypes pheno.tsv
@@ -149,6 +150,13 @@ def add_ingest_subparsers(ksub) -> None:
         common(v, "task", task_default={"vqa-rad": "vqa_rad", "slake": "slake_vqa",
                                         "path-vqa": "path_vqa"}[name])
 
+    vm = ksub.add_parser("vindr-mammo", help="VinDr-Mammo as published: breast-level CSV + DICOMs",
+                         description="breast-level_annotations.csv (breast_birads, laterality, "
+                                     "view_position, breast_density, split training/test) and "
+                                     "images/<study_id>/<image_id>.dicom.")
+    vm.add_argument("folder", help="the release's top folder")
+    common(vm, "task", task_default="mammo_vindr")
+
     r = ksub.add_parser("reports", help="IU chest X-ray report XML -> findings->impression rows",
                         description="Report XML (.tgz archive, folder or file) -> summarization "
                                     "rows; reports without FINDINGS or IMPRESSION are skipped and "
@@ -185,6 +193,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             fn = ingest_vqa_rad if args.ingest_kind == "vqa-rad" else ingest_path_vqa
             summary = fn(store, args.path, **common)
+    elif args.ingest_kind == "vindr-mammo":
+        from medmix.data.ingest.vindr_mammo import ingest_vindr_mammo
+        summary = ingest_vindr_mammo(store, args.folder, **common)
     elif args.ingest_kind == "pad-ufes":
         from medmix.data.ingest.pad_ufes import ingest_pad_ufes
         summary = ingest_pad_ufes(store, args.folder, **common)
