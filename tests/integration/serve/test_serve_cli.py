@@ -95,8 +95,9 @@ def follow_the_champion(cfg, versions: list[str]) -> None:
               f"({len(results)} requests in {time.monotonic() - t0:.1f}s)")
         # switched within the polling interval (+ loading the new version on the replica)
         assert last_old - moved_at[0] < poll_s + 10
-        listing = httpx.get(url + "/v1/models").json()["data"]
-        assert [m["id"] for m in listing] == [old, new]
+        import openai
+        listing = [m.model_dump() for m in openai.OpenAI(base_url=url + "/v1", api_key="-").models.list()]
+        assert [m["id"] for m in listing] == [old, new]  # the openai client shows the champion
         assert "champion" in listing[1]["aliases"] and "champion" not in listing[0]["aliases"]
         assert listing[1]["default"] and not listing[0]["default"]
         pinned = httpx.post(url + "/v1/predict", json=body, headers={"X-Medmix-Model": old}).json()

@@ -562,6 +562,132 @@ def test_app_is_healthy_after_the_malformed_requests(client):
     assert r.status_code == 200
 
 
+# --- malformed chat completions (hypothesis): every one a 4xx in OpenAI's error shape ----------------
+
+def _chat_image(url: str) -> dict:
+    return {"role": "user", "content": [{"type": "text", "text": "findings?"},
+                                        {"type": "image_url", "image_url": {"url": url}}]}
+
+
+not_a_number = json_values.filter(lambda v: v is not None and not isinstance(v, (int, float))
+                                  and not (isinstance(v, str) and _is_number(v)))
+not_a_list_or_str = json_values.filter(lambda v: not isinstance(v, (list, str)) and v is not None)
+
+
+@st.composite
+def malformed_chat(draw):
+    """A /v1/chat/completions body (bytes or object) wrong in at least one way."""
+    good = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 2}
+    kind = draw(st.sampled_from(["raw", "top", "messages", "message", "part", "image", "param", "medmix", "model"]))
+    if kind == "raw":
+        return draw(st.one_of(st.binary(max_size=200).filter(lambda b: not _is_json_object(b)),
+                              not_a_dict.map(lambda v: json.dumps(v).encode())))
+    if kind == "top":
+        if draw(st.booleans()):
+            return {"max_tokens": 2}
+        key = draw(st.text(min_size=1, max_size=12).filter(lambda k: k not in ChatFields))
+        return {**good, key: draw(json_values)}
+    if kind == "messages":
+        return {**good, "messages": draw(st.one_of(st.just([]), not_a_list_or_str.filter(lambda v: v != []),
+                                                  st.lists(not_a_dict, min_size=1, max_size=3)))}
+    if kind == "message":
+        bad = draw(st.sampled_from(["role", "content", "extra", "no_user"]))
+        if bad == "role":
+            m = {"role": draw(st.one_of(st.text(max_size=10).filter(lambda r: r not in ("system", "developer", "user", "assistant")),
+                                        not_a_str)), "content": "x"}
+        elif bad == "content":
+            m = {"role": "user", "content": draw(json_values.filter(lambda v: v is not None and not isinstance(v, (str, list))))}
+        elif bad == "extra":
+            m = {"role": "user", "content": "x", draw(st.text(min_size=1, max_size=8).filter(
+                lambda k: k not in ("role", "content", "name"))): 1}
+        else:
+            m = {"role": draw(st.sampled_from(["system", "assistant"])), "content": "x"}
+        return {**good, "messages": [m]}
+    if kind == "part":
+        part = draw(st.one_of(
+            st.fixed_dictionaries({"type": st.text(max_size=12).filter(lambda t: t not in ("text", "image_url"))}),
+            st.fixed_dictionaries({"type": st.just("text"), "text": not_a_str}),
+            st.fixed_dictionaries({"type": st.just("image_url"), "image_url": not_a_dict}),
+            st.just({"type": "text"})))
+        return {**good, "messages": [{"role": "user", "content": [part]}]}
+    if kind == "image":
+        png = _png()
+        bad = draw(st.sampled_from(["scheme", "not_b64", "mime", "bytes", "truncated", "huge", "many"]))
+        if bad == "scheme":
+            url = draw(st.sampled_from(["http://example.org/a.png", "file:///etc/passwd", "", "ftp://x"]))
+        elif bad == "not_b64":
+            url = "data:image/png;base64," + draw(st.text(min_size=1, max_size=40).filter(lambda t: not _is_b64(t)))
+        elif bad == "mime":
+            url = f"data:{draw(st.sampled_from(['image/gif', 'text/plain', 'image/webp', '']))};base64,{b64(png)}"
+        elif bad == "bytes":
+            url = "data:image/png;base64," + b64(draw(st.binary(min_size=1, max_size=200).filter(
+                lambda b: not b.startswith((b"\x89PNG", b"\xff\xd8\xff")) and b[128:132] != b"DICM")))
+        elif bad == "truncated":
+            url = "data:image/png;base64," + b64(png[:draw(st.integers(1, len(png) // 2))])
+        elif bad == "huge":
+            url = "data:image/png;base64," + b64(_png_header(draw(st.integers(2001, 60000)), 3000))
+        else:
+            return {**good, "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64," + b64(png)}}] * 21}]}
+        return {**good, "messages": [_chat_image(url)]}
+    if kind == "param":
+        key, bad = draw(st.sampled_from([
+            ("n", st.integers(2, 10)), ("n", not_a_number),
+            ("temperature", st.one_of(st.floats(max_value=-0.001), st.floats(min_value=2.001, allow_infinity=False), not_a_number)),
+            ("top_p", st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.001, allow_infinity=False))),
+            ("max_tokens", st.one_of(st.integers(max_value=0), st.integers(33, 10**9))),
+            ("max_completion_tokens", st.integers(33, 10**6)),
+            ("seed", st.integers(max_value=-1)),
+            ("stop", st.one_of(st.lists(st.text(min_size=1, max_size=3), min_size=5, max_size=8), st.just([""]), not_a_list_or_str)),
+            ("stream", st.one_of(st.lists(st.booleans(), min_size=1, max_size=2), st.dictionaries(st.text(max_size=3), st.booleans(), min_size=1))),
+            ("top_logprobs", st.integers(0, 20)),
+            ("tools", st.lists(st.just({"type": "function", "function": {"name": "f"}}), min_size=1, max_size=2)),
+            ("presence_penalty", st.floats(min_value=0.1, max_value=2)),
+            ("response_format", st.just({"type": "json_object"})),
+        ]))
+        return {**good, key: draw(bad)}
+    if kind == "medmix":
+        return {**good, "medmix": draw(st.one_of(
+            not_a_dict.filter(lambda v: v is not None), st.fixed_dictionaries({"task": st.text(max_size=20).filter(lambda t: t not in TaskNames)}),
+            st.fixed_dictionaries({"task": st.just("medqa"), "inputs": not_a_dict}),
+            st.fixed_dictionaries({"task": st.just("cxr_classify")}),  # no image, no condition
+            st.fixed_dictionaries({"task": st.just("medqa"), "bogus": json_values})))}
+    return {**good, "model": draw(st.text(min_size=1, max_size=20).filter(
+        lambda m: m.isprintable() and not m.startswith("export-")))}
+
+
+ChatFields = {"messages", "model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop",
+              "stream", "stream_options", "n", "logprobs", "top_logprobs", "user", "metadata", "store",
+              "service_tier", "medmix", "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls",
+              "audio", "modalities", "logit_bias", "presence_penalty", "frequency_penalty", "prediction",
+              "web_search_options", "reasoning_effort", "verbosity", "response_format"}
+TaskNames = {"medqa", "cxr_classify", "cxr_report", "derm_pad", "mimic3_summary", "path_vqa", "vqa_rad", "pubmedqa",
+             "volume_report", "variant_calling"}
+CHAT_SEEN: list[int] = []
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(body=malformed_chat())
+def test_malformed_chat_requests_get_openai_shaped_4xx(client, body):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = client.post("/v1/chat/completions", content=content, headers={**AUTH, "Content-Type": "application/json"})
+    CHAT_SEEN.append(r.status_code)
+    assert 400 <= r.status_code < 500, (str(body)[:500], r.text)
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"] and err["type"], r.text
+
+
+def test_app_is_healthy_after_the_malformed_chat_requests(client):
+    from medmix.tasks import task_names
+    assert TaskNames <= set(task_names())
+    assert len(CHAT_SEEN) >= 100, f"only {len(CHAT_SEEN)} malformed chat requests ran"
+    print("malformed chat requests by status:", sorted(Counter(CHAT_SEEN).items()))
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+                    headers=AUTH)
+    assert r.status_code == 200 and r.json()["object"] == "chat.completion"
+
+
 # --- load ---------------------------------------------------------------------------------------
 
 def test_500_requests_at_concurrency_32_get_no_5xx(served):
