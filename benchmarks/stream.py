@@ -3,15 +3,21 @@
     python benchmarks/stream.py                         # bundled suite (small) at 224 px
     python benchmarks/stream.py --root medmix-data --steps 80 --step-time 0.2
 
-Three measurements on the bundled synthetic suite (built into --work if --root has no store):
+Measurements on the bundled synthetic suite (built into --work if --root has no store), for
+each stream engine (`actors`: a long-lived pool of preprocessing actors; `dataset`: Ray Data,
+one Dataset per block):
 1. stages: per-sample cost of each preprocessing stage in this process (read rows from Parquet,
    decode + pad/resize + normalise images, render + tokenize), one core;
-2. throughput: the full Ray Data pipeline with one preprocessing task per core
-   (`num_cpus_per_task=1`, `concurrency=cores`) consumed as fast as possible -> samples/s and
-   samples/s per core (the first block, which pays for worker start-up, is not counted);
-3. data-wait: the default StreamConfig (0.25 CPU x 2 tasks per rank) feeding a loop that
+2. throughput: the full pipeline with one preprocessing worker per core (`num_cpus_per_task=1`,
+   `concurrency=cores`) consumed as fast as possible -> samples/s, samples/s per core, and that
+   per-core rate against in-process (the first block, which pays for start-up, is not counted);
+3. scaling (actors): the same with 1, 2 and 4 workers (logical CPUs);
+4. data-wait: the default StreamConfig (0.25 CPU x 2 workers per rank) feeding a loop that
    "trains" for --step-time seconds per step (a sleep) -> the fraction of the loop's wall time
-   spent waiting for batches.
+   spent waiting for batches;
+5. training: a real `debug`-preset run (Ray Train, one worker, --train-steps steps at its own
+   images and batch) -> the trainer's data-wait fraction after its first logging window
+   (steady state), from the MLflow metrics it logs.
 Results go to stdout and are appended to benchmarks/RESULTS.md (date, machine, command).
 Run on demand, not in tests.
 """
@@ -47,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="cores for the throughput run")
     p.add_argument("--step-time", type=float, default=0.25, help="simulated training step, s (data-wait run)")
     p.add_argument("--wait-steps", type=int, default=32, help="steps of the data-wait run")
+    p.add_argument("--engines", default="actors,dataset", help="stream engines to compare")
+    p.add_argument("--scaling", default="1,2,4", help="worker counts of the scaling row (actors engine)")
+    p.add_argument("--train-steps", type=int, default=60, help="steps of the debug training run (0: skip it)")
     p.add_argument("--no-write", action="store_true", help="do not append to benchmarks/RESULTS.md")
     return p.parse_args(argv)
 
@@ -135,30 +144,79 @@ def main(argv=None) -> dict:
     per_sample_ms = stages["read_ms"] + stages["image_ms"] + stages["text_ms"]
     print(f"stages (ms/sample, 1 core): {json.dumps({k: round(v, 3) for k, v in stages.items()})}", flush=True)
 
-    ray.init(num_cpus=max(args.cpus, 2) + 1, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    fast = StreamConfig(max_seq_len=args.max_seq_len, steps_per_block=args.steps_per_block,
-                        num_cpus_per_task=1.0, concurrency=args.cpus, prefetch_batches=max(4, args.cpus))
-    thr = run_stream(store, tok, args, fast, args.steps, skip_first=args.steps_per_block)
-    per_core = thr["samples_per_s"] / args.cpus
-    print(f"throughput: {thr['samples_per_s']:.1f} samples/s on {args.cpus} cores = {per_core:.1f} per core",
-          flush=True)
-    default = StreamConfig(max_seq_len=args.max_seq_len, steps_per_block=args.steps_per_block)
-    wait = run_stream(store, tok, args, default, args.wait_steps, step_time=args.step_time,
-                      skip_first=args.steps_per_block)
-    print(f"data-wait at {args.step_time}s/step (default stream config): {100 * wait['wait_fraction']:.1f}% "
-          f"of the loop", flush=True)
+    one_core = 1e3 / per_sample_ms
+    engines = [e for e in args.engines.split(",") if e]
+    scaling = [int(n) for n in args.scaling.split(",") if n]
+    ray.init(address="local", num_cpus=max([args.cpus, 2, *scaling]) + 1, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+
+    def fast(engine: str, workers: int) -> StreamConfig:
+        return StreamConfig(max_seq_len=args.max_seq_len, steps_per_block=args.steps_per_block, engine=engine,
+                            num_cpus_per_task=1.0, concurrency=workers, prefetch_batches=max(4, workers))
+
+    per_engine = {}
+    for engine in engines:
+        thr = run_stream(store, tok, args, fast(engine, args.cpus), args.steps, skip_first=args.steps_per_block)
+        per_core = thr["samples_per_s"] / args.cpus
+        print(f"[{engine}] throughput: {thr['samples_per_s']:.1f} samples/s on {args.cpus} cores = {per_core:.1f} "
+              f"per core ({per_core / one_core:.2f}x in-process)", flush=True)
+        default = StreamConfig(max_seq_len=args.max_seq_len, steps_per_block=args.steps_per_block, engine=engine)
+        wait = run_stream(store, tok, args, default, args.wait_steps, step_time=args.step_time,
+                          skip_first=args.steps_per_block)
+        print(f"[{engine}] data-wait at {args.step_time}s/step (default stream config): "
+              f"{100 * wait['wait_fraction']:.1f}% of the loop", flush=True)
+        per_engine[engine] = {"throughput": thr, "per_core_samples_per_s": per_core,
+                              "vs_in_process": per_core / one_core, "wait": wait,
+                              "cores_for_2x_h100_base": 2 * H100_BASE_SAMPLES_S / per_core}
+    scaled = {}
+    for n in scaling:
+        thr = run_stream(store, tok, args, fast("actors", n), args.steps, skip_first=args.steps_per_block)
+        scaled[n] = thr["samples_per_s"]
+        print(f"[actors] {n} workers: {thr['samples_per_s']:.1f} samples/s", flush=True)
+    trained = {}
+    if args.train_steps:
+        for engine in engines:
+            trained[engine] = train_wait(engine, args.train_steps)
+            print(f"[{engine}] debug training, {args.train_steps} steps: data wait "
+                  f"{100 * trained[engine]['steady_wait']:.1f}% after step {trained[engine]['after_step']} "
+                  f"({100 * trained[engine]['first_wait']:.0f}% in the first window)", flush=True)
     ray.shutdown()
-    result = {"stages": stages, "one_core_samples_per_s": 1e3 / per_sample_ms, "throughput": thr,
-              "per_core_samples_per_s": per_core, "wait": wait,
-              "cores_for_2x_h100_base": 2 * H100_BASE_SAMPLES_S / per_core}
+    result = {"stages": stages, "one_core_samples_per_s": one_core, "engines": per_engine, "scaling": scaled,
+              "training": trained}
     if not args.no_write:
         write_results(args, store, rows, result)
     return result
 
 
+def train_wait(engine: str, steps: int) -> dict:
+    """A `debug` run of `steps` steps on its own bundled data; the trainer's data-wait fraction
+    per logging window, from MLflow."""
+    import tempfile
+
+    from medmix.config import load_config
+    from medmix.lineage.backend import client
+    from medmix.train.launcher import train
+    work = Path(tempfile.mkdtemp(prefix="medmix-bench-train-"))
+    log_every = 10
+    cfg = load_config("debug", [f'data.root="{work}/data"', f'train.storage_path="{work}/runs/checkpoints"',
+                                f'lineage.root="{work}/runs"', f"train.steps={steps}", f"train.log_every={log_every}",
+                                "train.eval_every=0", f"train.checkpoint_every={steps}", "train.num_workers=1",
+                                f'stream.engine="{engine}"', f"name=bench-{engine}"])
+    from medmix.data.store import ShardStore
+    from medmix.data.synth.suite import build_suite
+    build_suite(cfg.synth, ShardStore(cfg.data.root, cfg.data), cfg.data.image_size, progress=False)
+    result = train(cfg)
+    if result.error is not None:
+        raise RuntimeError(f"the {engine} training run failed: {result.error}")
+    history = client(cfg.lineage).get_metric_history(result.run_id, "data_wait_frac")
+    waits = [m.value for m in sorted(history, key=lambda m: m.step)]
+    steady = waits[1:] or waits
+    return {"windows": waits, "first_wait": waits[0], "steady_wait": sum(steady) / len(steady),
+            "after_step": log_every, "steps": steps}
+
+
 def write_results(args, store, rows: int, r: dict) -> None:
-    st, thr, wait = r["stages"], r["throughput"], r["wait"]
+    st = r["stages"]
     cmd = " ".join(["python benchmarks/stream.py"] + [shlex.quote(a) for a in sys.argv[1:]])
     busy = os.getloadavg()[0] > (os.cpu_count() or 1)
     note = ("\n- note: the machine was busy (1-minute load above its core count) — other work shared these "
@@ -177,10 +235,22 @@ def write_results(args, store, rows: int, r: dict) -> None:
 | decode + pad/resize + normalise ({st['images_per_sample']:.2f} images/sample) | {st['image_ms']:.2f} ms/sample |
 | render + tokenize + labels | {st['text_ms']:.2f} ms/sample |
 | in-process, 1 core | {r['one_core_samples_per_s']:.0f} samples/s |
-| Ray Data pipeline, {args.cpus} tasks x 1 CPU | {thr['samples_per_s']:.1f} samples/s = **{r['per_core_samples_per_s']:.1f} samples/s per core** |
-| data-wait, default stream (0.25 CPU x 2), {args.step_time}s step | {100 * wait['wait_fraction']:.1f}% of the loop ({wait['samples_per_s']:.1f} samples/s) |
-| cores for 2x one H100 at `base` (2 x {H100_BASE_SAMPLES_S:.0f} samples/s) | {r['cores_for_2x_h100_base']:.1f} |
 """
+    for engine, e in r["engines"].items():
+        thr, wait = e["throughput"], e["wait"]
+        text += (f"| [{engine}] pipeline, {args.cpus} workers x 1 CPU | {thr['samples_per_s']:.1f} samples/s = "
+                 f"**{e['per_core_samples_per_s']:.1f} samples/s per core = {e['vs_in_process']:.2f}x in-process** |\n"
+                 f"| [{engine}] data-wait, default stream (0.25 CPU x 2), {args.step_time}s step | "
+                 f"{100 * wait['wait_fraction']:.1f}% of the loop ({wait['samples_per_s']:.1f} samples/s) |\n"
+                 f"| [{engine}] cores for 2x one H100 at `base` (2 x {H100_BASE_SAMPLES_S:.0f} samples/s) | "
+                 f"{e['cores_for_2x_h100_base']:.1f} |\n")
+    if r["scaling"]:
+        text += "| [actors] scaling, samples/s by workers | " + ", ".join(
+            f"{n}: {v:.1f}" for n, v in r["scaling"].items()) + " |\n"
+    for engine, t in r["training"].items():
+        text += (f"| [{engine}] debug training, {t['steps']} steps, data wait after step {t['after_step']} | "
+                 f"**{100 * t['steady_wait']:.1f}%** (first window {100 * t['first_wait']:.0f}%; windows "
+                 + ", ".join(f"{100 * w:.1f}" for w in t["windows"]) + ") |\n")
     record(text)
 
 

@@ -70,9 +70,12 @@ class StreamConfig:
 
     max_seq_len: int = option(512, "tokens per example after image expansion; longer prompts lose their exemplar first", ge=16)
     prefetch_batches: int = option(4, "batches each rank prepares ahead of the training loop", ge=0)
-    steps_per_block: int = option(16, "plan steps handed to Ray Data at once (one Dataset per block)", ge=1)
-    num_cpus_per_task: float = option(0.25, "logical CPUs one preprocessing task asks Ray for", gt=0)
-    concurrency: int = option(2, "preprocessing tasks that may run at once per rank", ge=1)
+    engine: str = option("actors", "who builds the batches on Ray: actors = a pool of `concurrency` preprocessing "
+                         "actors living as long as the stream; dataset = Ray Data, one Dataset per block",
+                         choices=("actors", "dataset"))
+    steps_per_block: int = option(16, "plan steps drawn at once (the dataset engine: one Dataset per block)", ge=1)
+    num_cpus_per_task: float = option(0.25, "logical CPUs one preprocessing actor (or task) asks Ray for", gt=0)
+    concurrency: int = option(2, "preprocessing actors (or tasks at once) per rank", ge=1)
     on_error: str = option("raise", "a corrupt row: `raise` (fail naming shard and row) or `skip` (count, report, replace)",
                            choices=("raise", "skip"))
     exemplar: bool = option(True, "render the one-shot exemplar in every prompt (Med-PaLM M framing)")

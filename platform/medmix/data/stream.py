@@ -8,16 +8,25 @@
         train_step(batch)                            # batch["input_ids"], ["labels"], ["pixel_values"], ...
         checkpoint["data"] = stream.state_dict()     # the plan state at the next step to consume
 
-`RayStream` executes the plan with Ray Data: every `steps_per_block` steps the rank draws the
-next global batches from its own copy of the plan, keeps its slice, and hands Ray Data one
-item per step (`from_items`); `map_batches` tasks read the rows from the Parquet shards
-(grouped by shard, only the row groups needed), decode and pad/resize the images, render and
-tokenize the prompts and pad the batch (`medmix.data.collate.build_batch`). Order is preserved
-(`DataContext.execution_options.preserve_order`) and batches are prefetched, so preprocessing
-runs off the training process. On a cluster with nodes labelled `medmix-role=data` alive
-when the stream starts, the `map_batches` tasks run only there (`medmix.placement`; else
-anywhere); `stats()["built_on"]` counts the batches each node built. A background thread
-starts the next block while the training loop consumes the current one.
+`RayStream` builds the rank's batches on Ray, off the training process. A background thread
+draws the next steps from the rank's own copy of the plan, `steps_per_block` at a time, and
+keeps its slice of each; every step's rows are read from the Parquet shards (grouped by
+shard, only the row groups needed), images decoded and padded/resized, prompts rendered and
+tokenized and the batch padded (`medmix.data.collate.build_batch`). Two engines
+(`stream.engine`):
+
+- `actors` (default): a pool of `stream.concurrency` preprocessing actors that lives as long
+  as the stream (one per rank per run), each holding the unpickled batch spec; every step is
+  one method call, results are taken in step order, and a batch comes back as numpy arrays
+  through the object store (Ray's out-of-band buffers: no pickled payload, no copy on the
+  way). A step costs a method call instead of a share of a Dataset's start-up.
+- `dataset`: Ray Data, one `from_items` Dataset per block with one item per step and
+  order-preserving `map_batches` tasks (the engine of earlier versions; kept to compare).
+
+Order is preserved and batches are prefetched (`stream.prefetch_batches`, the bound on what
+waits for the trainer: backpressure). On a cluster with nodes labelled `medmix-role=data`
+alive when the stream starts, the actors (or tasks) run only there (`medmix.placement`; else
+anywhere); `stats()["built_on"]` counts the batches each node built.
 
 `LocalStream` is the same row -> tensors path in-process (no Ray): evaluation, tests, debug.
 
@@ -60,6 +69,7 @@ import numpy as np
 from medmix.data.collate import BatchSpec, StreamError, build_batch
 from medmix.data.mixture import ExampleRef, MixturePlan, rank_slice
 from medmix.data.store import ShardStore
+from medmix.model.preprocess import ImagePreprocess, image_preprocess
 from medmix.placement import DATA, place
 
 __all__ = ["Batch", "BatchSpec", "LocalStream", "RankStream", "RayStream", "StreamError", "build_rank_stream",
@@ -76,9 +86,12 @@ log = logging.getLogger(__name__)
 
 
 def make_batch_spec(plan: MixturePlan, store_root, tokenizer, image_size: int, num_image_tokens: int,
-                    cfg) -> BatchSpec:
-    """The BatchSpec of a plan's stream, from a `StreamConfig`."""
+                    cfg, preprocess: ImagePreprocess | None = None) -> BatchSpec:
+    """The BatchSpec of a plan's stream, from a `StreamConfig`; `preprocess` = the vision tower's
+    normalisation (ImageNet's when None)."""
     return BatchSpec(store_root=str(store_root), tokenizer=tokenizer, image_size=image_size,
+                     image_mean=preprocess.mean if preprocess else None,
+                     image_std=preprocess.std if preprocess else None,
                      num_image_tokens=num_image_tokens, max_seq_len=cfg.max_seq_len,
                      task_names=list(plan.task_names), exemplar=cfg.exemplar, on_error=cfg.on_error,
                      orders={t: o.spec() for t, o in plan.orders.items()},
@@ -239,8 +252,29 @@ def _preprocess(batch: dict[str, np.ndarray], spec_key: str, spec_blob: bytes) -
     return {"step": np.array([step], dtype=np.int64), "payload": np.frombuffer(payload, dtype=np.uint8)[None, :]}
 
 
+class _Builder:
+    """A preprocessing actor of `RayStream`'s `actors` engine: the batch spec, unpickled once."""
+
+    def __init__(self, spec_blob: bytes):
+        import ray
+        self.spec = pickle.loads(spec_blob)
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def build(self, step: int, refs: list[tuple]) -> dict[str, Any]:
+        out = build_batch(self.spec, [ExampleRef(*r) for r in refs], step)
+        out["meta"]["built_on"] = self.node
+        return out   # numpy arrays travel as out-of-band buffers through the object store
+
+
+def _writable(batch: dict[str, Any]) -> dict[str, Any]:
+    """A batch from the object store with its arrays copied into this process (they arrive as
+    read-only views of shared memory, which torch must not be handed to write into)."""
+    return {k: (np.array(v) if isinstance(v, np.ndarray) and not v.flags.writeable else v) for k, v in batch.items()}
+
+
 class RayStream(_Stream):
-    """The plan's batches built by Ray Data tasks, `steps_per_block` steps per Dataset."""
+    """The plan's batches built on Ray: a long-lived actor pool (`stream.engine = "actors"`) or
+    Ray Data, one Dataset per `steps_per_block` steps (`"dataset"`)."""
 
     _END = object()
 
@@ -255,6 +289,7 @@ class RayStream(_Stream):
         self._thread: threading.Thread | None = None
         self.ray_failures = 0
         self._placement = None
+        self._actors: list | None = None
 
     def _start(self) -> None:
         import ray
@@ -273,7 +308,60 @@ class RayStream(_Stream):
         self._thread = threading.Thread(target=self._run, name=f"medmix-stream-r{self.rank}", daemon=True)
         self._thread.start()
 
-    def _dataset(self, block: list[tuple[int, list[ExampleRef], dict]]):
+    def _dataset(self, block: list[tuple[int, list[ExampleRef], dict]]) -> Iterator[tuple[int, dict]]:
+        """The block's (step, batch) pairs in step order, built by the configured engine."""
+        if getattr(self.cfg, "engine", "actors") == "dataset":
+            return self._dataset_block(block)
+        return self._actor_block(block)
+
+    def _pool(self) -> list:
+        """The stream's preprocessing actors, started on first use (and again after one died)."""
+        if self._actors is None:
+            import ray
+            builder = ray.remote(_Builder).options(
+                num_cpus=self.cfg.num_cpus_per_task, max_concurrency=1,
+                label_selector=self._placement.selector if self._placement else None)
+            self._actors = [builder.remote(self._spec_kw["spec_blob"]) for _ in range(self.cfg.concurrency)]
+        return self._actors
+
+    def _actor_block(self, block: list[tuple[int, list[ExampleRef], dict]]) -> Iterator[tuple[int, dict]]:
+        import ray
+        from ray.exceptions import RayActorError
+        actors = self._pool()
+        depth = len(actors) + max(1, self.cfg.prefetch_batches)   # calls in flight, at most
+        pending: list = []
+        submitted = 0
+        try:
+            for i in range(len(block)):
+                while submitted < len(block) and submitted < i + depth:
+                    step, refs, _ = block[submitted]
+                    actor = actors[submitted % len(actors)]
+                    pending.append(actor.build.remote(step, [astuple(r) for r in refs]))
+                    submitted += 1
+                batch = _writable(ray.get(pending[i]))
+                pending[i] = None   # the object store may free it
+                yield block[i][0], batch
+        except RayActorError:
+            self._kill_pool()   # a node or process died: a fresh pool serves the next block
+            raise
+
+    def _kill_pool(self) -> None:
+        actors, self._actors = self._actors, None
+        if actors:
+            import ray
+            for actor in actors:
+                try:
+                    ray.kill(actor)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+
+    def _dataset_block(self, block: list[tuple[int, list[ExampleRef], dict]]) -> Iterator[tuple[int, dict]]:
+        for out in self._ray_dataset(block).iter_batches(batch_size=None, batch_format="numpy",
+                                                         prefetch_batches=self.cfg.prefetch_batches):
+            for step, payload in zip(out["step"], out["payload"]):
+                yield int(step), pickle.loads(memoryview(np.ascontiguousarray(payload)))
+
+    def _ray_dataset(self, block: list[tuple[int, list[ExampleRef], dict]]):
         import ray
         from ray.data import DataContext
         ctx = DataContext.get_current()
@@ -313,19 +401,16 @@ class RayStream(_Stream):
                 states = {s: st for s, _, st in block}
                 done = 0
                 try:
-                    for out in self._dataset(block).iter_batches(batch_size=None, batch_format="numpy",
-                                                                 prefetch_batches=self.cfg.prefetch_batches):
-                        for step, payload in zip(out["step"], out["payload"]):
-                            batch = pickle.loads(memoryview(np.ascontiguousarray(payload)))
-                            if not self._put((int(step), batch, states[int(step)])):
-                                return
-                            done += 1
+                    for step, batch in self._dataset(block):
+                        if not self._put((step, batch, states[step])):
+                            return
+                        done += 1
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - redone below, in order, to fail at the exact step
-                    # Ray Data aborts the whole Dataset when one task fails, dropping batches of
-                    # earlier steps that were already built. Build the rest of the block here, in
-                    # order: the consumer gets every good batch, then the error of the bad step
-                    # (clean, not wrapped by Ray); a transient task failure just heals.
+                    # A failed actor call (or task: Ray Data then aborts the whole Dataset, dropping
+                    # batches already built) ends the block. Build the rest of it here, in order:
+                    # the consumer gets every good batch, then the error of the bad step (clean, not
+                    # wrapped by Ray); a transient failure (a dead actor or node) just heals.
                     for step, refs, state in block[done:]:
                         if not self._put((step, build_batch(self.spec, refs, step), state)):
                             return
@@ -333,7 +418,7 @@ class RayStream(_Stream):
                     failures += 1
                     self.ray_failures += 1
                     first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-                    log.warning("stream rank %d: Ray Data failed on steps %d-%d (%s); built them in-process",
+                    log.warning("stream rank %d: Ray failed on steps %d-%d (%s); built them in-process",
                                 self.rank, block[0][0], block[-1][0], first_line)
                     if failures >= MAX_RAY_FAILURES:
                         raise
@@ -371,6 +456,7 @@ class RayStream(_Stream):
             except queue.Empty:
                 pass
             thread.join(timeout=0.05)
+        self._kill_pool()
         # the plan ran ahead in the producer: rewind it to the last batch handed out
         self.plan.load_state_dict(self._state)
 
@@ -432,7 +518,7 @@ class RankStream:
         self.cfg, self.store, self.rank, self.world_size = cfg, store, rank, world_size
         self.plan = MixturePlan.from_config(store, cfg.mixture, seed=cfg.seed)
         self.spec = make_batch_spec(self.plan, store.root, tokenizer, cfg.model.image_size,
-                                    cfg.model.num_image_tokens, cfg.stream)
+                                    cfg.model.num_image_tokens, cfg.stream, image_preprocess(cfg.model))
         self.task_names = list(self.plan.task_names)
         self.store_digest = store.digest()
         self.task_digests = {t: store.task_digest(t) for t in self.plan.active}
