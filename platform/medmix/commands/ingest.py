@@ -9,6 +9,7 @@
     medmix ingest conversations llava_med.json --task vqa_rad    # LLaVA / ShareGPT conversations
     medmix ingest vqa-rad VQA_RAD/ ; medmix ingest slake Slake1.0/ ; medmix ingest path-vqa data/
     medmix ingest vindr-mammo vindr-mammo/1.0.0/
+    medmix ingest mimic-notes NOTEEVENTS.csv.gz               # MIMIC-III radiology findings -> impression
     medmix ingest reports                      # the IU chest X-ray reports torchxrayvision ships
     medmix ingest variants --bam reads.bam --ref ref.fa --truth truth.vcf.gz --regions chr20
     medmix ingest genotypes --vcf cohort.vcf.gz --weights gwas.tsv --phenotypes pheno.tsv
@@ -157,6 +158,13 @@ def add_ingest_subparsers(ksub) -> None:
     vm.add_argument("folder", help="the release's top folder")
     common(vm, "task", task_default="mammo_vindr")
 
+    mn = ksub.add_parser("mimic-notes", help="MIMIC-III NOTEEVENTS / MIMIC-IV-Note radiology.csv -> findings->impression",
+                         description="Radiology reports (CATEGORY Radiology in MIMIC-III's "
+                                     "NOTEEVENTS.csv[.gz], or MIMIC-IV-Note's radiology.csv[.gz]): "
+                                     "FINDINGS -> IMPRESSION rows, split by subject; streamed.")
+    mn.add_argument("path", help="NOTEEVENTS.csv(.gz) or radiology.csv(.gz)")
+    common(mn, "summarization task", task_default="mimic3_summary")
+
     r = ksub.add_parser("reports", help="IU chest X-ray report XML -> findings->impression rows",
                         description="Report XML (.tgz archive, folder or file) -> summarization "
                                     "rows; reports without FINDINGS or IMPRESSION are skipped and "
@@ -196,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.ingest_kind == "vindr-mammo":
         from medmix.data.ingest.vindr_mammo import ingest_vindr_mammo
         summary = ingest_vindr_mammo(store, args.folder, **common)
+    elif args.ingest_kind == "mimic-notes":
+        from medmix.data.ingest.mimic_notes import ingest_mimic_notes
+        summary = ingest_mimic_notes(store, args.path, **common)
     elif args.ingest_kind == "pad-ufes":
         from medmix.data.ingest.pad_ufes import ingest_pad_ufes
         summary = ingest_pad_ufes(store, args.folder, **common)
