@@ -2,9 +2,11 @@
 
 Built inside each ingress replica (`MedmixIngress.__serve_build_asgi_app__`), so the routes
 close over that replica's models, tokenizers and limits. Error contract: every failure is a
-JSON `ErrorResponse` — 400 unparsable JSON, 401 token, 404 unknown model or path, 413 size
-limits, 415 image format, 422 anything else about the request — and a request can only
-reach the model after it passed all of them. A failure inside the server is a 500 with the
+JSON `ErrorResponse` — 400 unparsable JSON, 401 key, 404 unknown model or path, 413 size
+limits, 415 image format, 422 anything else about the request, 429 rate limit — and a
+request can only reach the model after it passed all of them. The OpenAI routes
+(`/v1/chat/completions`, `/v1/models`) answer the same failures in OpenAI's error object
+(`medmix.serve.chat`), with 400 where /v1/predict says 422. A failure inside the server is a 500 with the
 same JSON shape; none of them takes the replica down.
 """
 
@@ -38,6 +40,7 @@ ERRORS = {code: {"model": ErrorResponse, "description": what} for code, what in 
     (400, "body is not valid JSON"), (401, "missing or wrong API token"), (404, "unknown model"),
     (413, "over a size limit (body, image pixels, images, text, prompt)"), (415, "unsupported image format"),
     (422, "invalid request: wrong type, unknown task, missing field, bad image, ..."),
+    (429, "over the API key's rate limit (Retry-After says when to retry)"),
     (500, "server failure (never caused by the request's content)"))}
 
 OPENAI_ERRORS = {code: {"model": OpenAIError, "description": what} for code, what in (
