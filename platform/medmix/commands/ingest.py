@@ -10,6 +10,7 @@
     medmix ingest vqa-rad VQA_RAD/ ; medmix ingest slake Slake1.0/ ; medmix ingest path-vqa data/
     medmix ingest vindr-mammo vindr-mammo/1.0.0/
     medmix ingest mimic-notes NOTEEVENTS.csv.gz               # MIMIC-III radiology findings -> impression
+    medmix ingest mimic-cxr mimic-cxr-jpg/2.0.0/ --task cxr_report --reports-root mimic-cxr/2.0.0/
     medmix ingest reports                      # the IU chest X-ray reports torchxrayvision ships
     medmix ingest variants --bam reads.bam --ref ref.fa --truth truth.vcf.gz --regions chr20
     medmix ingest genotypes --vcf cohort.vcf.gz --weights gwas.tsv --phenotypes pheno.tsv
@@ -165,6 +166,16 @@ def add_ingest_subparsers(ksub) -> None:
     mn.add_argument("path", help="NOTEEVENTS.csv(.gz) or radiology.csv(.gz)")
     common(mn, "summarization task", task_default="mimic3_summary")
 
+    mc2 = ksub.add_parser("mimic-cxr", help="MIMIC-CXR(-JPG) as published -> cxr_classify or cxr_report",
+                          description="mimic-cxr-2.0.0-{metadata,split,chexpert}.csv(.gz), images "
+                                      "files/p../p<subject>/s<study>/<dicom_id>.jpg|.dcm, reports "
+                                      "s<study>.txt; official split; uncertain labels skipped.")
+    mc2.add_argument("release", help="the release folder (mimic-cxr-jpg/2.0.0 or mimic-cxr/2.0.0)")
+    mc2.add_argument("--reports-root", help="the MIMIC-CXR folder holding the report .txt files "
+                                            "(default: RELEASE)")
+    mc2.add_argument("--views", default="PA,AP", help="ViewPositions kept, comma-separated (default PA,AP)")
+    common(mc2, "cxr_classify or cxr_report", task_default="cxr_classify")
+
     r = ksub.add_parser("reports", help="IU chest X-ray report XML -> findings->impression rows",
                         description="Report XML (.tgz archive, folder or file) -> summarization "
                                     "rows; reports without FINDINGS or IMPRESSION are skipped and "
@@ -207,6 +218,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.ingest_kind == "mimic-notes":
         from medmix.data.ingest.mimic_notes import ingest_mimic_notes
         summary = ingest_mimic_notes(store, args.path, **common)
+    elif args.ingest_kind == "mimic-cxr":
+        from medmix.data.ingest.mimic_cxr import ingest_mimic_cxr
+        summary = ingest_mimic_cxr(store, args.release, reports_root=args.reports_root,
+                                   views=args.views.split(","), **common)
     elif args.ingest_kind == "pad-ufes":
         from medmix.data.ingest.pad_ufes import ingest_pad_ufes
         summary = ingest_pad_ufes(store, args.folder, **common)
