@@ -30,6 +30,7 @@ Within a batch the slots are shuffled (seed, step), so rank slices are mixed too
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import zlib
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ import numpy as np
 
 from medmix.options import ConfigError
 from medmix.tasks import get_task, task_names
+
+log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 
@@ -236,6 +239,37 @@ def stratified_counts(weights: dict[str, float], carry: dict[str, float], batch:
     return largest_remainder({t: weights[t] * batch for t in active}, carry, batch)
 
 
+def stratified_shares(weights: dict[str, float], batch: int) -> dict[str, float]:
+    """The long-run share of each task's slots under `stratified_counts` (carry makes it exact
+    on average): with batch >= tasks every task holds one slot a batch and the rest follows
+    the weights beyond that slot, which moves shares away from the weights at small batches."""
+    active = sorted(t for t, w in weights.items() if w > 0)
+    total = sum(weights[t] for t in active)
+    if not active or total <= 0:
+        return {}
+    w = {t: weights[t] / total for t in active}
+    if batch < len(active):
+        return w
+    extra = {t: max(w[t] * batch - 1.0, 0.0) for t in active}
+    mass = sum(extra.values())
+    rest = batch - len(active)
+    return {t: (1.0 + (extra[t] * rest / mass if mass > 0 else rest / len(active))) / batch
+            for t in active}
+
+
+def share_shifts(weights: dict[str, float], batch: int, factor: float = 2.0) -> dict[str, tuple[float, float]]:
+    """Tasks whose stratified share differs from their weight by more than `factor` either way:
+    task -> (weight, realised share)."""
+    total = sum(v for v in weights.values() if v > 0)
+    shares = stratified_shares(weights, batch)
+    out = {}
+    for t, share in shares.items():
+        w = weights[t] / total
+        if share > w * factor or share * factor < w:
+            out[t] = (w, share)
+    return out
+
+
 # -- the plan ------------------------------------------------------------------------------
 
 class MixturePlan:
@@ -269,6 +303,14 @@ class MixturePlan:
         self.epochs = {t: 0 for t in self.active}
         self.carry = {t: 0.0 for t in self.active}
         self.counts = {t: 0 for t in self.active}    # examples drawn so far (realised mix)
+        if mode == "stratified":
+            moved = share_shifts({t: self.weights[t] for t in self.active}, self.global_batch_size)
+            if moved:
+                log.warning("mixture: stratified batches of %d move %s from its weight (realised "
+                            "share vs weight: %s); every task holds one slot a batch -- use a "
+                            "larger global_batch_size or mode = random to follow the weights",
+                            self.global_batch_size, ", ".join(sorted(moved)),
+                            ", ".join(f"{t} {s:.1%} vs {w:.1%}" for t, (w, s) in sorted(moved.items())))
 
     @classmethod
     def from_store(cls, store, weights: dict[str, float], seed: int, global_batch_size: int,

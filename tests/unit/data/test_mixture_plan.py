@@ -228,3 +228,22 @@ def test_state_from_another_plan_is_refused():
     with pytest.raises(ValueError, match="differs in: seed"):
         plan_for(seed=2).load_state_dict(state)
     plan_for(seed=2).load_state_dict(state, strict=False)
+
+
+def test_stratified_share_shift_is_measured_and_warned(caplog):
+    from medmix.data.mixture import share_shifts, stratified_shares
+    weights = resolve_weights(MixtureConfig(floor=0.0), ROWS)
+    shares = stratified_shares(weights, 16)
+    plan = plan_for(weights, batch=16)
+    drawn = Counter(r.task for _ in range(400) for r in plan.batch())
+    for t, share in shares.items():  # the analytic share is the realised one
+        assert drawn[t] / (400 * 16) == pytest.approx(share, abs=0.01)
+    moved = share_shifts(weights, 16)
+    assert "vqa_rad" in moved and moved["vqa_rad"][1] == pytest.approx(1 / 16)
+    with caplog.at_level("WARNING", logger="medmix.data.mixture"):
+        plan_for(weights, batch=16)
+    assert "stratified batches of 16 move" in caplog.text and "vqa_rad" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="medmix.data.mixture"):
+        plan_for({"cxr_report": 0.5, "medqa": 0.5}, batch=16)
+    assert caplog.text == ""  # shares equal to the weights: no warning
