@@ -78,6 +78,10 @@ class BatchSpec:
     """Apply each task's allowed `TaskSpec.augment` ops (training streams only)."""
     seed: int = 0
     """The plan's seed; augmentation draws from (seed, task, example, epoch)."""
+    image_mean: tuple[float, ...] | None = None
+    """Per-channel mean pixels are normalised with (the vision tower's; None = ImageNet)."""
+    image_std: tuple[float, ...] | None = None
+    """Per-channel std, as image_mean."""
 
 
 @dataclass
@@ -130,7 +134,7 @@ def _prepare(spec: BatchSpec, ref: ExampleRef, row: dict) -> Prepared:
             pixels = decode_image(data, row.get("image_format"))
             if rng is not None:
                 pixels = augment_image(pixels, task.augment, rng)
-            images.append(to_model_input(pixels, spec.image_size))
+            images.append(to_model_input(pixels, spec.image_size, spec.image_mean, spec.image_std))
         except ImageDecodeError as exc:
             raise RowFailure(ref, f"image {i} of example {row.get('example_id')!r}: {exc}") from None
     try:

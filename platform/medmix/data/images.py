@@ -9,6 +9,7 @@ so a training row and an HTTP request produce identical pixels.
 from __future__ import annotations
 
 import io
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -117,12 +118,16 @@ def augment_image(array: np.ndarray, ops, rng: np.random.Generator) -> np.ndarra
     return np.ascontiguousarray(out)
 
 
-def to_model_input(array: np.ndarray, size: int) -> np.ndarray:
-    """HxWx3 uint8 -> 3xSxS float32, padded/resized and normalised with ImageNet stats."""
+def to_model_input(array: np.ndarray, size: int, mean: Sequence[float] | None = None,
+                   std: Sequence[float] | None = None) -> np.ndarray:
+    """HxWx3 uint8 -> 3xSxS float32, padded/resized and normalised per channel: with the vision
+    tower's own `mean`/`std` (`medmix.model.preprocess`), ImageNet's when None."""
     sq = square_resize(array, size).astype(np.float32) / 255.0
-    return np.ascontiguousarray(((sq - MEAN) / STD).transpose(2, 0, 1))
+    m = MEAN if mean is None else np.asarray(mean, dtype=np.float32)
+    s = STD if std is None else np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(((sq - m) / s).transpose(2, 0, 1))
 
 
-def blank_like(size: int) -> np.ndarray:
+def blank_like(size: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
     """The model input of an all-black image (evaluation's 'images removed' control)."""
-    return to_model_input(np.zeros((size, size, 3), dtype=np.uint8), size)
+    return to_model_input(np.zeros((size, size, 3), dtype=np.uint8), size, mean, std)

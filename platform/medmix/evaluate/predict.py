@@ -81,6 +81,9 @@ class Predictor:
     """(prompt, option) rows per decoder forward when scoring options."""
     meta: ExportMeta | None = None
     """What the export's config.json and medmix.json say (lineage facts for reports)."""
+    image_mean: tuple[float, ...] | None = None
+    """The tower's per-channel normalisation, as training applied it (None = ImageNet's)."""
+    image_std: tuple[float, ...] | None = None
 
     @classmethod
     def from_export(cls, export_dir: str | os.PathLike, *, max_new_tokens: int = 64,
@@ -108,7 +111,8 @@ class Predictor:
         return cls(model=model, tokenizer=MedmixTokenizer.from_file(tok_path),
                    image_size=meta.image_size or int(meta.model["image_size"]),
                    num_image_tokens=meta.num_image_tokens, max_seq_len=meta.max_seq_len or 512,
-                   exemplar=meta.exemplar, max_new_tokens=max_new_tokens, blank_images=blank_images, meta=meta)
+                   exemplar=meta.exemplar, max_new_tokens=max_new_tokens, blank_images=blank_images, meta=meta,
+                   image_mean=meta.image_mean, image_std=meta.image_std)
 
     @property
     def device(self):
@@ -136,10 +140,11 @@ def _images(p: Predictor, row: dict) -> list[np.ndarray]:
     out = []
     for i, data in enumerate(row.get("images") or []):
         if p.blank_images:
-            out.append(blank_like(p.image_size))
+            out.append(blank_like(p.image_size, p.image_mean, p.image_std))
             continue
         try:
-            out.append(to_model_input(decode_image(data, row.get("image_format")), p.image_size))
+            out.append(to_model_input(decode_image(data, row.get("image_format")), p.image_size,
+                                      p.image_mean, p.image_std))
         except ImageDecodeError as exc:
             raise PredictError(f"{_where(row)}: field images[{i}]: {exc}") from None
     return out

@@ -50,7 +50,7 @@ class LoraConfig:
 
 @dataclass
 class ModelConfig:
-    """MultimodalLM: timm ViT -> projector -> causal LM decoder, image features at `<img>` slots."""
+    """MultimodalLM: vision tower (timm or Hugging Face) -> projector -> causal LM decoder, image features at `<img>` slots."""
 
     scale: str = option("debug", "named size of both halves (see `medmix model info`)", choices=SCALES)
     vision_scale: str = option("", "vision encoder size when it differs from `scale`", choices=("",) + SCALES)
@@ -60,10 +60,28 @@ class ModelConfig:
     projector: str = option("mlp", "vision -> language projector: linear or mlp (2 layers, GELU)", choices=("linear", "mlp"))
     vision_checkpoint: str = option("", "local timm checkpoint file (.safetensors, or a .pth state dict read weights-only) for the ViT; pkg:<package>/<file> = inside an installed package; '' = random init")
     decoder_path: str = option("", "local Hugging Face model directory or .gguf file for the decoder (its shape overrides the language scale); pkg:<package>/<file> = inside an installed package; '' = random init from the scale")
+    vision_timm: str = option("", "timm model name whose architecture is the vision tower (any ViT-family model "
+                                  "that yields patch tokens; patch size and grid from the model, weights from "
+                                  "model.vision_checkpoint); '' = the vision scale's ViT")
+    vision_path: str = option("", "local Hugging Face vision model directory (SigLIP, CLIP, or a vision config "
+                                  "AutoModel resolves) with its preprocessor_config.json; its shape and "
+                                  "preprocessing replace the vision scale's; pkg:<package>/<dir> = inside an "
+                                  "installed package")
+    vision_feature_layer: int = option(-1, "tower layer whose patch tokens go to the projector: -1 = the final "
+                                           "output (with the tower's last norm), -2 = the second-to-last "
+                                           "block's output (LLaVA), k >= 1 = after block k", ge=-64, le=64)
     freeze_vision: bool = option(False, "keep the vision encoder's weights fixed during training")
     dropout: float = option(0.0, "dropout in the projector and the attention of a scale-built decoder (a pretrained one keeps its own)", ge=0, lt=1)
 
     def validate(self) -> None:
+        if self.vision_feature_layer == 0:
+            raise ConfigError("model.vision_feature_layer = 0 is the patch embeddings, before any block; "
+                              "use -1 (final output), -2 (LLaVA) or a block number >= 1")
+        if self.vision_timm and self.vision_path:
+            raise ConfigError(f"model.vision_timm = {self.vision_timm!r} and model.vision_path = "
+                              f"{self.vision_path!r} both name a tower; keep one")
+        if self.vision_timm or self.vision_path:
+            return  # patch size and grid come from the tower: checked when it is built
         patch = 16  # every ViT on the scale ladder uses 16 px patches
         if self.image_size % patch:
             raise ConfigError(f"model.image_size = {self.image_size} must be a multiple of the ViT "

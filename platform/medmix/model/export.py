@@ -33,7 +33,7 @@ from medmix.model.decoder import decoder_from_config
 from medmix.model.export_meta import CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, ExportMeta
 from medmix.model.multimodal import MultimodalLM
 from medmix.model.projector import build_projector
-from medmix.model.vision import build_vision
+from medmix.model.vision import build_vision, is_hf_vision
 
 
 def _tied_aliases(model: nn.Module) -> dict[str, str]:
@@ -89,6 +89,8 @@ def save_exported(model, out_dir: str | os.PathLike, *, meta: dict[str, Any] | N
         "pad_token_id": model.pad_token_id,
         "num_image_tokens": model.num_image_tokens,
         "decoder_config": decoder.config.to_dict(),
+        # a Hugging Face tower's own config: the export rebuilds it without model.vision_path
+        "vision_config": model.vision.tower.config.to_dict() if is_hf_vision(model.vision) else None,
         "params": model.num_params(),
         "tied": aliases,
         "dtype": str(dtype or next(iter(tensors.values())).dtype).removeprefix("torch."),
@@ -113,7 +115,10 @@ def load_exported(path: str | os.PathLike, *, device: str | torch.device = "cpu"
     validate(cfg, "model.")
     arch = dataclasses.replace(cfg, vision_checkpoint="", decoder_path="")  # weights come from the file
     with torch.device("meta"):
-        vision = build_vision(arch, load_pretrained=False)
+        if cfg.vision_path and meta.vision_config is None:
+            raise ValueError(f"{path}: the model has a Hugging Face tower (model.vision_path) but config.json "
+                             f"holds no vision_config; export it again with this medmix")
+        vision = build_vision(arch, load_pretrained=False, hf_config=meta.vision_config)
         decoder = decoder_from_config(meta.decoder_config)
         projector = build_projector(arch, vision_dim=vision.embed_dim, text_dim=decoder.config.hidden_size,
                                     grid_size=vision.grid_size)

@@ -66,6 +66,12 @@ class ExportMeta:
     """Training sequence length, which prompts are fitted to."""
     image_size: int | None
     """Side of the square image the ViT sees, px, as the export recorded it."""
+    image_mean: tuple[float, ...] | None
+    """Per-channel mean the tower's pixels are normalised with (None = ImageNet's)."""
+    image_std: tuple[float, ...] | None
+    """Per-channel std, as image_mean."""
+    vision_config: dict[str, Any] | None
+    """A Hugging Face vision tower's own config (None for a timm tower)."""
     exemplar: bool
     config: dict[str, Any]
     """`config.json` as stored (what `load_exported` returns)."""
@@ -104,6 +110,10 @@ class ExportMeta:
                    pad_id=_opt_int(path, "meta.pad_id", meta.get("pad_id")),
                    max_seq_len=_opt_int(path, "meta.max_seq_len", meta.get("max_seq_len")),
                    image_size=_opt_int(path, "meta.image_size", meta.get("image_size")),
+                   image_mean=_opt_floats(path, "meta.image_mean", meta.get("image_mean")),
+                   image_std=_opt_floats(path, "meta.image_std", meta.get("image_std")),
+                   vision_config=(_dict(path, "vision_config", data["vision_config"])
+                                  if data.get("vision_config") is not None else None),
                    exemplar=bool(meta.get("exemplar", True)), config=data,
                    lineage=_read_lineage(Path(export_dir) / LINEAGE_FILE))
 
@@ -141,6 +151,14 @@ def _int(path: Path, key: str, value: Any) -> int:
 
 def _opt_int(path: Path, key: str, value: Any) -> int | None:
     return None if value is None else _int(path, key, value)
+
+
+def _opt_floats(path: Path, key: str, value: Any) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 3 or not all(isinstance(v, (int, float)) for v in value):
+        raise ValueError(f"{path}: {key} is {value!r}, expected 3 numbers (one per channel)")
+    return tuple(float(v) for v in value)
 
 
 def _dict(path: Path, key: str, value: Any) -> dict[str, Any]:

@@ -35,13 +35,11 @@ def decoder_flops_per_token(decoder: nn.Module, seq_len: int) -> float:
 
 
 def image_flops(model: nn.Module, train: bool = True) -> float:
-    """FLOPs to encode one image through the ViT and project it (x3 for backward when trained)."""
-    vit = model.vision.vit
-    skip = {id(getattr(vit, n)) for n in ("pos_embed", "cls_token", "reg_token")
-            if isinstance(getattr(vit, n, None), torch.Tensor)}
-    n_vit = sum(p.numel() for p in vit.parameters() if id(p) not in skip)
-    seq = model.vision.num_patches + model.vision.num_prefix_tokens
-    fwd_vit = 2.0 * n_vit * seq + 4.0 * len(vit.blocks) * vit.embed_dim * seq * seq
+    """FLOPs to encode one image through the tower and project it (x3 for backward when trained)."""
+    vision = model.vision
+    n_vit = vision.matmul_params()
+    seq = vision.num_patches + max(vision.num_prefix_tokens, 0)
+    fwd_vit = 2.0 * n_vit * seq + 4.0 * vision.num_layers * vision.embed_dim * seq * seq
     fwd_proj = 2.0 * _numel(model.projector.parameters()) * model.num_image_tokens
     vit_mult = 3.0 if train and not model.freeze_vision else 1.0
     return vit_mult * fwd_vit + (3.0 if train else 1.0) * fwd_proj

@@ -49,7 +49,7 @@ class MultimodalOutput(NamedTuple):
 
 
 class MultimodalLM(nn.Module):
-    """A timm ViT, a projector and a transformers causal LM, trained end to end."""
+    """A vision tower (timm or transformers), a projector and a transformers causal LM."""
 
     def __init__(self, vision: nn.Module, projector: nn.Module, decoder: nn.Module, *,
                  image_token_id: int, pad_token_id: int | None, num_image_tokens: int,
@@ -69,8 +69,7 @@ class MultimodalLM(nn.Module):
     # -- embedding with the image splice -------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) normalised pixels -> (N, num_image_tokens, decoder hidden)."""
-        dtype = self.vision.vit.patch_embed.proj.weight.dtype
-        pixel_values = pixel_values.to(dtype)
+        pixel_values = pixel_values.to(self.vision.dtype)
         # a tower with nothing to train (freeze_vision, or train.trainable leaving it out) runs
         # without autograd: its activations are not kept for a backward that never reaches it
         if self.freeze_vision or not any(p.requires_grad for p in self.vision.parameters()):
@@ -109,7 +108,7 @@ class MultimodalLM(nn.Module):
                     f"pixel_values were given; pass one image per run of {self.num_image_tokens} "
                     f"<img> ids")
             if keep_vision_in_graph:
-                size = self.vision.vit.patch_embed.img_size
+                size = self.vision.image_size
                 blank = embeds.new_zeros((1, 3, *size))
                 embeds = embeds + self.encode_images(blank).sum() * 0
             return embeds

@@ -35,15 +35,16 @@ def describe(cfg: ModelConfig, vocab_size: int, seq_len: int) -> dict[str, Any]:
     """Parameter counts per part, decoder shape and FLOPs of the model `cfg` describes."""
     model = build_on_meta(cfg, vocab_size)
     dc = model.decoder.config
-    vit = model.vision.vit
+    vis = model.vision
     per_token = model.flops_per_token(seq_len)
     per_image = model.flops_per_image()
     return {
-        "vision_scale": vision_scale_name(cfg),
+        "vision_scale": "pretrained" if cfg.vision_path else ("timm" if cfg.vision_timm else vision_scale_name(cfg)),
         "language_scale": "pretrained" if cfg.decoder_path else language_scale_name(cfg),
         "params": model.num_params(),
-        "vision_shape": f"ViT d{vit.embed_dim} x{len(vit.blocks)} p{vit.patch_embed.patch_size[0]} "
-                        f"@{cfg.image_size}px ({model.vision.num_patches} patches)",
+        "vision_shape": f"{type(getattr(vis, 'tower', getattr(vis, 'vit', vis))).__name__} d{vis.embed_dim} "
+                        f"x{vis.num_layers} p{vis.patch_size} @{cfg.image_size}px ({vis.num_patches} patches"
+                        f"{'' if cfg.vision_feature_layer == -1 else f', layer {cfg.vision_feature_layer}'})",
         "decoder_shape": f"{dc.hidden_size} x {dc.num_hidden_layers} layers, heads "
                          f"{dc.num_attention_heads}/{dc.num_key_value_heads}, vocab {dc.vocab_size}",
         "vocab_size": dc.vocab_size,
@@ -90,7 +91,8 @@ def ladder(cfg: ModelConfig, vocab_size: int, seq_len: int) -> list[dict[str, An
     """`describe` for every named scale (vision and language at the same scale, no pretrained)."""
     rows = []
     for name in SCALES:
-        c = dataclasses.replace(cfg, scale=name, vision_scale="", language_scale="",
+        c = dataclasses.replace(cfg, scale=name, vision_scale="", language_scale="", vision_timm="", vision_path="",
+                                vision_feature_layer=-1,
                                 decoder_path="", vision_checkpoint="")
         rows.append({"scale": name, **describe(c, vocab_size, seq_len)})
     return rows

@@ -289,6 +289,9 @@ class Preprocessor:
     exemplar: bool = True
     store_image_size: int = 0
     """Side of the images ingest stored for training (DICOM requests are resized to it first)."""
+    image_mean: tuple[float, ...] | None = None
+    """The tower's per-channel normalisation, as training applied it (None = ImageNet's)."""
+    image_std: tuple[float, ...] | None = None
 
     @classmethod
     def from_export(cls, path: str | Path) -> "Preprocessor":
@@ -298,7 +301,7 @@ class Preprocessor:
         store_size = ((meta.train_config or {}).get("data") or {}).get("image_size") or image_size
         return cls(tokenizer=MedmixTokenizer.from_file(Path(path) / TOKENIZER_FILE), image_size=image_size,
                    num_image_tokens=meta.num_image_tokens, max_seq_len=max_seq_len, exemplar=meta.exemplar,
-                   store_image_size=int(store_size))
+                   store_image_size=int(store_size), image_mean=meta.image_mean, image_std=meta.image_std)
 
     # -- pieces -----------------------------------------------------------------------------
     def images(self, spec: TaskSpec, inputs: dict[str, Any], limits: Limits) -> tuple[list[np.ndarray], dict]:
@@ -348,7 +351,7 @@ class Preprocessor:
             array, head = decode_dicom(data, limits, where, self.store_image_size or self.image_size)
         else:
             array = decode_raster(data, fmt, limits, where)
-        return to_model_input(array, self.image_size), head
+        return to_model_input(array, self.image_size, self.image_mean, self.image_std), head
 
     def context(self, spec: TaskSpec, inputs: dict[str, Any], header: dict, limits: Limits) -> tuple[dict, list[str]]:
         """The task context from the request's text fields (+ DICOM header defaults)."""

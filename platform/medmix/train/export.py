@@ -25,6 +25,7 @@ from medmix.data.tokenizer import load_tokenizer
 from medmix.lineage.registry import TAG_CHECKPOINT, TAG_STEP, TAG_STORE_DIGEST, register_export
 from medmix.model import build_model, save_exported
 from medmix.model.export_meta import LINEAGE_FILE, TOKENIZER_FILE
+from medmix.model.preprocess import image_preprocess
 from medmix.model.trainable import apply_lora_structure, merge_lora
 from medmix.train.checkpoint import dcp_load, read_meta
 from medmix.storage import local_copy, normalize
@@ -63,6 +64,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, dtype: tor
     out_dir = Path(out_dir)
     meta = read_meta(source)
     model, cfg, tok = load_checkpoint_model(source)
+    prep = image_preprocess(cfg.model)
     tmp = out_dir.with_name(out_dir.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -71,6 +73,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, dtype: tor
         "image_token_id": tok.image_token_id, "tokenizer_digest": tok.digest,
         "max_seq_len": cfg.stream.max_seq_len, "exemplar": cfg.stream.exemplar,
         "image_size": cfg.model.image_size, "num_image_tokens": cfg.model.num_image_tokens,
+        # the tower's normalisation, which evaluation and serving apply as training did
+        "image_mean": list(prep.mean), "image_std": list(prep.std),
     })
     tok.save(tmp / TOKENIZER_FILE)
     lineage = {k: meta.get(k) for k in ("step", "run_id", "store_digest", "task_digests",

@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# class names of the repeated blocks: timm ViT blocks, HF decoder layers
-BLOCK_SUFFIXES = ("Block", "DecoderLayer")
+# class names of the repeated blocks: timm ViT blocks, HF vision towers' encoder layers
+# (SiglipEncoderLayer, CLIPEncoderLayer), HF decoder layers
+BLOCK_SUFFIXES = ("Block", "EncoderLayer", "DecoderLayer")
 
 
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:

@@ -34,6 +34,8 @@ from medmix.config import to_dict
 from medmix.data.tokenizer import ensure_tokenizer
 from medmix.lineage.backend import pin_tracking_uri
 from medmix.lineage.tracker import build_tracker
+from medmix.model.preprocess import image_preprocess
+from medmix.options import ConfigError
 from medmix.placement import ROLE_LABEL, TRAIN, place
 from medmix.runtime import ensure_ray, open_run
 from medmix.storage import Location, check_reachable, is_uri, location, normalize
@@ -74,18 +76,26 @@ def prepare(cfg: MedmixConfig) -> None:
     check_reachable(cfg.train.storage_path)  # endpoint, credentials, bucket: before any work
     ShardStore(check_reachable(cfg.data.root)).manifest()  # clear error if the store is missing
     ensure_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
-    check_trainable(cfg)
+    check_model(cfg)
 
 
-def check_trainable(cfg: MedmixConfig) -> None:
-    """A LoRA target or a `train.trainable` glob that matches nothing fails here, naming it,
-    before any worker starts: the model is built on the meta device (shapes only, no weights
-    read). `all` has nothing to match, and the driver then never imports torch."""
-    if cfg.train.trainable == "all":
+def check_model(cfg: MedmixConfig) -> None:
+    """A vision tower that cannot be built (a directory that is not a model, an unsupported
+    architecture, an image size it cannot take), a LoRA target or a `train.trainable` glob that
+    matches nothing: each fails here, naming it, before any worker starts. The model is built
+    on the meta device (shapes only, no weights read). The default model trained whole has
+    nothing to check, and the driver then never imports torch."""
+    if cfg.train.trainable == "all" and not (cfg.model.vision_path or cfg.model.vision_timm):
         return
     from medmix.model.summary import trainable_summary  # torch and transformers: only for this check
-    trainable_summary(cfg.model, cfg.train.trainable, cfg.train.lora, vocab_size=cfg.tokenizer.vocab_size,
-                      world_size=cfg.train.num_workers)
+    try:
+        trainable_summary(cfg.model, cfg.train.trainable, cfg.train.lora, vocab_size=cfg.tokenizer.vocab_size,
+                          world_size=cfg.train.num_workers)
+        image_preprocess(cfg.model)  # the tower's preprocessor_config.json agrees with model.image_size
+    except ConfigError:
+        raise
+    except (ValueError, FileNotFoundError) as exc:  # a tower or decoder that cannot be built
+        raise ConfigError(str(exc)) from None
 
 
 def absolutize(cfg: MedmixConfig) -> Location:
@@ -96,6 +106,8 @@ def absolutize(cfg: MedmixConfig) -> Location:
     cfg.lineage.root = normalize(cfg.lineage.root)
     if cfg.tokenizer.path:
         cfg.tokenizer.path = normalize(cfg.tokenizer.path)
+    if cfg.model.vision_path and not cfg.model.vision_path.startswith("pkg:"):
+        cfg.model.vision_path = normalize(cfg.model.vision_path)
     return location(cfg.train.storage_path).join(cfg.name)
 
 

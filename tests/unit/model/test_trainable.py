@@ -142,7 +142,7 @@ def test_model_info_counts_and_optimizer_state_per_gpu():
 
 
 def test_training_checks_the_trainable_set_before_any_worker_starts():
-    from medmix.train.launcher import check_trainable
-    check_trainable(load_config("debug", ["train.trainable=projector+lora"]))
+    from medmix.train.launcher import check_model
+    check_model(load_config("debug", ["train.trainable=projector+lora"]))
     with pytest.raises(ConfigError, match="'decoder.nope' matches no parameter"):
-        check_trainable(load_config("debug", ["train.trainable=projector+decoder.nope"]))
+        check_model(load_config("debug", ["train.trainable=projector+decoder.nope"]))
