@@ -74,6 +74,11 @@ def summary(cfg, result) -> str:
         else:
             lines.append(f"  law: cannot pick a mixture ({verdict['reasons'][0]}); the best observed trials are "
                          f"in {result.analysis.summary_path}")
+        c = result.analysis.confirmation
+        if c:
+            seen = f"{c['observed']:.4f}" if c.get("observed") is not None else f"failed ({c.get('error')})"
+            lines.append(f"  confirmation at {c['scale']}, {c['step']} steps: predicted {c['predicted']:.4f}, "
+                         f"observed {seen}")
     lines += [f"  note: {n}" for n in result.notes]
     lines.append(f"  MLflow parent run: {result.parent_run_id}  (browse: mlflow ui --backend-store-uri "
                  f"sqlite:///{cfg.lineage.root}/mlflow.db)")

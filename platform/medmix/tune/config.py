@@ -45,6 +45,11 @@ class SweepConfig:
     max_concurrent: int = option(0, "trials at once; 0 = as many as the cluster's CPUs/GPUs hold", ge=0)
     data_cpus_per_trial: float = option(1.0, "logical CPUs each trial leaves free for its Ray Data reads", ge=0)
     max_trial_failures: int = option(1, "times Tune retries a trial that failed for good", ge=0)
+    shared_mixtures: int = option(0, "mixtures trained at every swept scale before the search proposes any "
+                                  "(the stratified one first, then seeded Dirichlet draws): rank invariance "
+                                  "across scales is then measured on real runs; counts toward num_samples", ge=0)
+    confirm: bool = option(False, "after the analysis, train the law's pick at the target scale for the "
+                           "compared step count and put its observed objective beside the prediction")
     champion: bool = option(True, "export and register the best trial; move the alias if it wins")
     champion_alias: str = option("champion", "registry alias the winner of the comparison gets")
     target_scale: str = option("", "analyze: 'vision/language' scale to predict the best mixture at; "

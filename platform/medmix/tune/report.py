@@ -62,6 +62,15 @@ class AnalysisReport:
     """`confident`: whether the fit can pick a mixture; `reasons` when it cannot."""
     top_observed: list[dict[str, Any]] = field(default_factory=list)
     """The best observed trials at the target scale (else the largest swept one)."""
+    confirmation: dict[str, Any] | None = None
+    """The law's pick trained at its scale (`sweep.confirm`): predicted next to observed."""
+
+    def add_confirmation(self, record: Mapping[str, Any]) -> None:
+        """Put a confirmation run's outcome in analysis.json and at the end of summary.md."""
+        self.confirmation = dict(record)
+        (self.out_dir / "analysis.json").write_text(json.dumps(self.to_dict(), indent=1, default=_num))
+        text = self.summary_path.read_text().split("\n## Confirmation run\n")[0].rstrip("\n")
+        self.summary_path.write_text(text + "\n\n" + confirmation_markdown(self.confirmation))
 
     @property
     def summary_path(self) -> Path:
@@ -72,7 +81,7 @@ class AnalysisReport:
                 "spearman": self.spearman, "fit_quality": self.fit_quality,
                 "best_observed": self.best_observed, "plots": [p.name for p in self.plots],
                 "backtest": self.backtest, "baselines": self.baselines, "verdict": self.verdict,
-                "top_observed": self.top_observed}
+                "top_observed": self.top_observed, "confirmation": self.confirmation}
 
 
 def space_from_table(table: TrialTable) -> SearchSpace:
@@ -314,6 +323,19 @@ def _save(fig, path: Path, plt) -> Path:
 
 
 # --- the summary ---------------------------------------------------------------------------
+
+def confirmation_markdown(c: Mapping[str, Any]) -> str:
+    mix = ", ".join(f"{t} {w:.2f}" for t, w in sorted(c["mixture"].items(), key=lambda kv: -kv[1]))
+    lines = ["## Confirmation run", "",
+             f"The law's pick ({mix}) trained at **{c['scale']}** for {c['step']} steps "
+             f"(MLflow run {c.get('run_id') or '-'}):", "", f"| predicted {OBJECTIVE} | observed | difference |",
+             "|---|---|---|"]
+    if c.get("observed") is None:
+        lines.append(f"| {c['predicted']:.4f} | - | the run failed: {c.get('error')} |")
+    else:
+        lines.append(f"| {c['predicted']:.4f} | {c['observed']:.4f} | {c['observed'] - c['predicted']:+.4f} |")
+    return "\n".join(lines) + "\n"
+
 
 def summary_markdown(report: AnalysisReport, law: MixtureLaw, *, title: str, model: str, mode: str) -> str:
     p = report.prediction

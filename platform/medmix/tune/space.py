@@ -137,6 +137,40 @@ def tune_space(space: SearchSpace) -> dict[str, Any]:
     return out
 
 
+def shared_mixtures(space: SearchSpace, n: int, seed: int = 0) -> list[np.ndarray]:
+    """`n` mixtures of the searched tasks (each summing to 1 before floors and fixed shares):
+    the stratified one (equal shares) first, then seeded Dirichlet(1) draws."""
+    k = len(space.tasks)
+    if n <= 0 or k < 2:
+        return []
+    rng = np.random.default_rng([seed, 7919])
+    return [np.full(k, 1.0 / k), *rng.dirichlet(np.ones(k), size=n - 1)]
+
+
+def shared_points(space: SearchSpace, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Params that train each of `shared_mixtures(space, n)` at every swept scale (and the
+    geometric middle of a searched lr range): the sweep runs them first, so that rank
+    invariance is measured on real runs of the same mixtures, not on fitted laws."""
+    points = []
+    for p in shared_mixtures(space, n, seed):
+        if space.simplex == "exp":   # e = -log u = p: normalised, that is p itself
+            raw = {MIX_PREFIX + t: float(np.exp(-v)) for t, v in zip(space.tasks, p)}
+        else:                        # softmax(log p) = p
+            raw = {MIX_PREFIX + t: float(np.clip(np.log(v), -space.logit_range, space.logit_range))
+                   for t, v in zip(space.tasks, p)}
+        for vision in (space.vision_scales if len(space.vision_scales) > 1 else [None]):
+            for language in (space.language_scales if len(space.language_scales) > 1 else [None]):
+                point = dict(raw)
+                if vision is not None:
+                    point[VISION_KEY] = vision
+                if language is not None:
+                    point[LANGUAGE_KEY] = language
+                if space.lr_range:
+                    point[LR_KEY] = float(np.sqrt(space.lr_range[0] * space.lr_range[1]))
+                points.append(point)
+    return points
+
+
 def mixture_from_params(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, float]:
     """Sampled params -> task shares summing to 1 (floors and fixed shares respected)."""
     tasks = space.tasks

@@ -27,6 +27,7 @@ resume from their latest checkpoints), and the same MLflow parent and child runs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -58,7 +59,7 @@ from medmix.tune.report import analysis_dir, publish_analysis, train_rows
 from medmix.tune.report import analyze as analyze_sweep
 from medmix.tune.runs import OBJECTIVE_PARAM, child_runs, run_artifacts
 from medmix.tune.space import (SearchSpace, apply_params, build_space, mixture_from_params, scale_key,
-                               trial_record, tune_space)
+                               shared_points, trial_record, tune_space)
 
 if TYPE_CHECKING:
     from medmix.config import MedmixConfig
@@ -211,6 +212,7 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
     prepare(cfg)
     sweep_dir = absolutize(cfg)
     space = build_space(cfg.sweep, mixture_tasks(cfg))
+    check_shared(cfg, space)
     tracker = build_tracker(cfg.lineage)
     parent_run_id, resumed_parent = _open_parent(tracker, cfg, sweep_dir, space)
 
@@ -240,7 +242,7 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
         tuner = tune.Tuner(
             trainable, param_space=tune_space(space),
             tune_config=tune.TuneConfig(metric=OBJECTIVE, mode=cfg.sweep.mode, num_samples=cfg.sweep.num_samples,
-                                        search_alg=_searcher(cfg), scheduler=_scheduler(cfg),
+                                        search_alg=_searcher(cfg, space), scheduler=_scheduler(cfg),
                                         max_concurrent_trials=concurrency, trial_dirname_creator=trial_dirname,
                                         trial_name_creator=trial_dirname),
             run_config=tune.RunConfig(name=TUNE_DIR, storage_path=sweep_dir.path, storage_filesystem=filesystem,
@@ -270,6 +272,8 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
         result.notes.append("no trial trained every step: no best trial, no champion")
     if analyze:
         result.analysis = _analyze(cfg, table, space, sweep_dir, tracker, result)
+    if cfg.sweep.confirm and result.analysis is not None:
+        confirm(cfg, result.analysis, sweep_dir, tracker, parent_run_id)
     tracker.end_run("FINISHED")
     write_json(sweep_dir.join("result.json"), json.loads(json.dumps(result.to_dict(), default=str)))
     return result
@@ -289,14 +293,25 @@ def trial_dirname(trial: Any) -> str:
     return trial.trial_id
 
 
-def _searcher(cfg: MedmixConfig):
+def _searcher(cfg: MedmixConfig, space: SearchSpace):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
     seed = cfg.seed
     sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
                "random": lambda: optuna.samplers.RandomSampler(seed=seed),
                "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, scramble=True)}[cfg.sweep.search]()
-    return OptunaSearch(sampler=sampler)
+    # the shared mixtures at every scale first, then what Optuna proposes
+    return OptunaSearch(sampler=sampler, points_to_evaluate=shared_points(space, cfg.sweep.shared_mixtures, seed)
+                        or None)
+
+
+def check_shared(cfg: MedmixConfig, space: SearchSpace) -> None:
+    """The shared mixtures at every scale must fit in `sweep.num_samples`."""
+    n = len(shared_points(space, cfg.sweep.shared_mixtures, cfg.seed))
+    if n > cfg.sweep.num_samples:
+        raise ConfigError(f"sweep.shared_mixtures = {cfg.sweep.shared_mixtures} at "
+                          f"{n // max(cfg.sweep.shared_mixtures, 1)} scales is {n} trials, more than "
+                          f"sweep.num_samples = {cfg.sweep.num_samples}; raise num_samples or lower shared_mixtures")
 
 
 def _scheduler(cfg: MedmixConfig):
@@ -468,6 +483,59 @@ def _log_outcome(tracker: Any, cfg: MedmixConfig, result: SweepResult, sweep_dir
     if sweep_dir.join(TRIALS_CSV).is_file():
         with local_copy(sweep_dir.join(TRIALS_CSV)) as path:
             tracker.log_artifact(path, "sweep")
+
+
+def confirm(cfg: MedmixConfig, report: Any, sweep_dir: Location, tracker: Any, parent_run_id: str | None) -> dict:
+    """Train the law's pick at its scale for the step count the law compared trials at, and
+    record its observed objective beside the prediction (report, analysis.json, MLflow).
+
+    The run lives under `<sweep_dir>/confirm/` and resumes like any run: a re-run of the sweep
+    finds it finished and only reads its result.
+    """
+    from medmix.config import config_from_dict
+    from medmix.train.launcher import train
+    p = report.prediction
+    vision, language = p["scale"].split("/")
+    # one run per (mixture, scale, steps): a re-run of the sweep finds its own, a changed pick trains anew
+    digest = hashlib.sha256(json.dumps([p["mixture"], p["scale"], int(report.step)], sort_keys=True).encode())
+    data = to_dict(cfg)
+    data["name"] = f"confirm-{digest.hexdigest()[:8]}"
+    data["mixture"].update(strategy="explicit", weights=dict(p["mixture"]), tasks=sorted(p["mixture"]),
+                           floor=0.0, cap=1.0)
+    data["model"].update(vision_scale=vision, language_scale=language)
+    data["train"].update(steps=int(report.step), storage_path=sweep_dir.join("confirm").uri,
+                         checkpoint_every=int(report.step))
+    run_cfg = config_from_dict(data)
+    done = _finished_confirmation(sweep_dir.join("confirm", data["name"]), int(report.step))
+    if done is not None:   # a re-run of the sweep: the confirmation already trained
+        metrics, run_id, checkpoint, error = done["metrics"], done.get("run_id"), done["checkpoint"], None
+    else:
+        log.info("confirmation run: the law's pick at %s, %d steps", p["scale"], report.step)
+        outcome = train(run_cfg)
+        metrics, run_id, checkpoint, error = outcome.metrics, outcome.run_id, outcome.checkpoint, outcome.error
+    observed = objective_value(metrics, cfg.sweep.objective) if error is None else None
+    record = {"scale": p["scale"], "step": int(report.step), "mixture": p["mixture"], "predicted": p["predicted"],
+              "observed": observed, "run_id": run_id, "checkpoint": checkpoint, "error": error}
+    report.add_confirmation(record)
+    publish_analysis(report, sweep_dir)
+    if outcome.run_id:
+        tracker.set_tags({"medmix.sweep.confirm_run_id": outcome.run_id})
+    if observed is not None:
+        tracker.log_metrics({"confirm/predicted": float(p["predicted"]), "confirm/observed": float(observed)}, step=0)
+    tracker.log_artifact(report.out_dir, "analysis")
+    return record
+
+
+def _finished_confirmation(run_dir: Location, steps: int) -> dict | None:
+    """The confirmation run's final checkpoint (metrics, run id) if it trained all `steps`."""
+    from medmix.train.checkpoint import find_latest_checkpoint
+    found = find_latest_checkpoint(run_dir.uri) if run_dir.exists() else None
+    if found is None:
+        return None
+    meta = read_meta(found)
+    if meta.get("step") != steps:
+        return None
+    return {"metrics": meta.get("metrics") or {}, "run_id": meta.get("run_id"), "checkpoint": str(found)}
 
 
 def _analyze(cfg: MedmixConfig, table: Any, space: SearchSpace, sweep_dir: Location, tracker: Any,

@@ -123,3 +123,36 @@ def test_apply_params_writes_an_explicit_mixture_scales_and_lr(tmp_path):
     assert cfg.mixture.floor == 0.0 and cfg.mixture.cap == 1.0
     assert (cfg.model.vision_scale, cfg.model.language_scale, cfg.train.lr) == ("debug", "tiny", 3e-3)
     assert base.mixture.strategy == "medpalm"   # the base config is untouched
+
+
+def test_shared_points_train_the_same_mixtures_at_every_scale():
+    from medmix.tune.space import VISION_KEY, shared_points
+    for simplex in ("exp", "softmax"):
+        space = SearchSpace(tasks=["a", "b", "c"], fixed={"d": 0.1}, floors={"a": 0.05}, simplex=simplex,
+                            vision_scales=["debug", "tiny"], language_scales=["debug", "tiny"], lr_range=(1e-4, 1e-2))
+        points = shared_points(space, 3, seed=0)
+        assert len(points) == 3 * 4
+        assert {(p[VISION_KEY], p[LANGUAGE_KEY]) for p in points} == {(v, w) for v in ("debug", "tiny")
+                                                                    for w in ("debug", "tiny")}
+        assert all(p[LR_KEY] == pytest.approx(1e-3) for p in points)
+        mixes = [mixture_from_params(space, p) for p in points]
+        # four scales per mixture, each with exactly the same shares
+        by_mix = {tuple(round(m[t], 9) for t in sorted(m)) for m in mixes}
+        assert len(by_mix) == 3
+        first = mixes[0]   # the stratified mixture: the free share split equally
+        free = 1 - 0.1 - 0.05
+        assert first["a"] == pytest.approx(0.05 + free / 3) and first["b"] == pytest.approx(free / 3)
+        assert first["d"] == pytest.approx(0.1)
+    assert shared_points(space, 3, seed=0) == shared_points(space, 3, seed=0)
+    assert shared_points(space, 0) == [] and shared_points(SearchSpace(tasks=["a"], vision_scales=["debug", "tiny"]), 2) == []
+
+
+def test_shared_mixtures_must_fit_in_the_trial_budget():
+    from medmix.tune.sweep import check_shared
+    cfg = load_config("sweep_debug", ["sweep.shared_mixtures=3", 'sweep.vision_scales=["debug", "tiny"]',
+                                      "sweep.num_samples=5"])
+    space = build_space(cfg.sweep, TASKS)
+    with pytest.raises(ConfigError, match="shared_mixtures = 3 at 2 scales is 6 trials"):
+        check_shared(cfg, space)
+    cfg.sweep.num_samples = 6
+    check_shared(cfg, space)

@@ -77,3 +77,36 @@ def test_job_entry_point_is_the_sweep_verb():
     out = subprocess.run([sys.executable, str(root / "jobs" / "sweep.py"), "--preset", "sweep_debug", "--dry-run"],
                          capture_output=True, text=True, check=True, cwd=root).stdout
     assert 'name = "sweep_debug"' in out and "[sweep]" in out and "num_samples = 4" in out
+
+
+def test_sweep_multiscale_preset_shares_mixtures_across_four_scales_and_confirms():
+    from medmix.tune.space import build_space, shared_points
+    from medmix.tune.sweep import check_shared
+    cfg = load_config("sweep_multiscale")
+    space = build_space(cfg.sweep, ["medqa", "pubmedqa", "cxr_classify", "mimic3_summary"])
+    check_shared(cfg, space)
+    assert len(shared_points(space, cfg.sweep.shared_mixtures)) == 12 <= cfg.sweep.num_samples
+    assert cfg.sweep.confirm and cfg.sweep.vision_scales == cfg.sweep.language_scales == ["debug", "tiny"]
+
+
+def test_a_confirmation_lands_beside_the_prediction_in_the_report(tmp_path):
+    import json
+
+    import numpy as np
+
+    from medmix.tune.law import TrialTable, normalise_records
+    from medmix.tune.report import analyze
+    rng = np.random.default_rng(0)
+    records = []
+    for i, w in enumerate(rng.dirichlet(np.ones(2), size=8)):
+        records.append({"trial": f"t{i}", "step": 4, "scale": "debug/debug", "share.a": w[0], "share.b": w[1],
+                        "val_loss": 1 + (w[0] - 0.7) ** 2})
+    report = analyze(TrialTable(normalise_records(records)), tmp_path / "analysis", samples=500)
+    report.add_confirmation({"scale": "debug/debug", "step": 4, "mixture": report.prediction["mixture"],
+                             "predicted": report.prediction["predicted"], "observed": 1.0123, "run_id": "r1",
+                             "checkpoint": "x", "error": None})
+    report.add_confirmation({**report.confirmation, "observed": 1.0042})   # rewritten, not appended twice
+    text = report.summary_path.read_text()
+    assert text.count("## Confirmation run") == 1 and "| 1.0042 |" in text and "## Plots" in text
+    saved = json.loads((tmp_path / "analysis" / "analysis.json").read_text())
+    assert saved["confirmation"]["observed"] == 1.0042 and saved["confirmation"]["run_id"] == "r1"
