@@ -57,7 +57,12 @@ class ModelConfig:
     language_scale: str = option("", "decoder size when it differs from `scale`", choices=("",) + SCALES)
     image_size: int = option(224, "side of the square image the ViT sees, px (the stream resizes to it)", ge=16, le=1024)
     num_image_tokens: int = option(16, "decoder positions each image occupies (ViT features pooled to this many)", ge=1, le=1024)
-    projector: str = option("mlp", "vision -> language projector: linear or mlp (2 layers, GELU)", choices=("linear", "mlp"))
+    projector: str = option("mlp", "vision -> language projector: linear, mlp (2 layers, GELU, dropout), or llava "
+                                   "(LLaVA's multi_modal_projector: linear_1, GELU, linear_2; weights map to and from "
+                                   "LLaVA checkpoints)", choices=("linear", "mlp", "llava"))
+    projector_path: str = option("", "local weights for the projector: a .safetensors file or a directory of them "
+                                     "(a LLaVA model's multi_modal_projector.* tensors are found by name); '' = "
+                                     "random init")
     vision_checkpoint: str = option("", "local timm checkpoint file (.safetensors, or a .pth state dict read weights-only) for the ViT; pkg:<package>/<file> = inside an installed package; '' = random init")
     decoder_path: str = option("", "local Hugging Face model directory or .gguf file for the decoder (its shape overrides the language scale); pkg:<package>/<file> = inside an installed package; '' = random init from the scale")
     vision_timm: str = option("", "timm model name whose architecture is the vision tower (any ViT-family model "

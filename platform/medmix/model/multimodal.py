@@ -29,7 +29,7 @@ from torch import nn
 from medmix.model.config import ModelConfig
 from medmix.model.decoder import build_decoder
 from medmix.model.flops import decoder_flops_per_token, image_flops
-from medmix.model.projector import build_projector
+from medmix.model.projector import build_projector, load_projector
 from medmix.model.vision import build_vision
 
 IGNORE_INDEX = -100
@@ -187,6 +187,8 @@ def build_model(cfg: ModelConfig, vocab_size: int, image_token_id: int, pad_toke
     decoder = build_decoder(cfg, vocab_size, pad_token_id=pad_token_id, load_pretrained=load_pretrained)
     projector = build_projector(cfg, vision_dim=vision.embed_dim, text_dim=decoder.config.hidden_size,
                                 grid_size=vision.grid_size)
+    if load_pretrained and cfg.projector_path:
+        load_projector(projector, cfg.projector_path)
     return MultimodalLM(vision, projector, decoder, image_token_id=image_token_id,
                         pad_token_id=pad_token_id, num_image_tokens=cfg.num_image_tokens,
                         freeze_vision=cfg.freeze_vision, config=cfg)

@@ -16,12 +16,14 @@ every patch.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from medmix.model.config import ModelConfig
+from medmix.model.paths import resolve_local_path
 
 
 def token_grid(num_tokens: int) -> tuple[int, int]:
@@ -53,7 +55,7 @@ class Projector(nn.Module):
                  num_tokens: int, dropout: float = 0.0):
         super().__init__()
         if kind not in ("linear", "mlp"):
-            raise ValueError(f"model.projector = {kind!r}: choose linear or mlp")
+            raise ValueError(f"model.projector = {kind!r}: choose linear, mlp or llava")
         self.kind = kind
         self.grid_size = tuple(grid_size)
         self.num_tokens = num_tokens
@@ -69,6 +71,75 @@ class Projector(nn.Module):
         return self.dropout(self.proj(pooled))
 
 
+class LlavaProjector(nn.Module):
+    """LLaVA's `multi_modal_projector`: linear_1 -> GELU -> linear_2, the same parameter names, so
+    its tensors load from (and map to) a `LlavaForConditionalGeneration` checkpoint. LLaVA gives
+    every patch its own token; with `num_tokens` below the patch count medmix pools first, as
+    for the other projectors (exact LLaVA behaviour needs num_image_tokens = patches)."""
+
+    kind = "llava"
+
+    def __init__(self, vision_dim: int, text_dim: int, grid_size: tuple[int, int], num_tokens: int):
+        super().__init__()
+        self.grid_size = tuple(grid_size)
+        self.num_tokens = num_tokens
+        self.linear_1 = nn.Linear(vision_dim, text_dim)
+        self.act = nn.GELU()
+        self.linear_2 = nn.Linear(text_dim, text_dim)
+
+    def forward(self, patch_features: torch.Tensor) -> torch.Tensor:
+        pooled = pool_patches(patch_features, self.grid_size, self.num_tokens)
+        return self.linear_2(self.act(self.linear_1(pooled)))
+
+
+LLAVA_PREFIXES = ("multi_modal_projector.", "model.multi_modal_projector.")
+
+
+def read_projector_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Projector tensors from a .safetensors file or a directory of them; a LLaVA model's
+    `multi_modal_projector.*` (or `model.multi_modal_projector.*`) are taken by name."""
+    from safetensors import safe_open
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    if not files or any(f.suffix != ".safetensors" for f in files):
+        raise ValueError(f"model.projector_path {path}: expected a .safetensors file or a directory "
+                         f"holding them (a LLaVA model directory)")
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt", device="cpu") as st:
+            keys = list(st.keys())
+            llava = [k for k in keys if k.startswith(LLAVA_PREFIXES)]
+            for k in llava or (keys if not path.is_dir() else []):
+                name = k
+                for prefix in LLAVA_PREFIXES:
+                    name = name.removeprefix(prefix)
+                out[name.removeprefix("projector.")] = st.get_tensor(k)
+    if not out:
+        raise ValueError(f"model.projector_path {path}: holds no multi_modal_projector.* tensors")
+    return out
+
+
+@torch.no_grad()
+def load_projector(projector: nn.Module, ref: str) -> None:
+    """Copy local projector weights into `projector`; a missing, extra or mis-shaped tensor is an
+    error naming it."""
+    path = resolve_local_path(ref, what="model.projector_path")
+    state = read_projector_weights(path)
+    own = projector.state_dict()
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or extra:
+        raise ValueError(f"model.projector_path {path}: tensors do not match a model.projector = "
+                         f"{getattr(projector, 'kind', '?')} projector: missing {missing}, unexpected {extra} "
+                         f"(a LLaVA checkpoint needs model.projector = \"llava\")")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[name].shape):
+            raise ValueError(f"model.projector_path {path}: {name} has shape {tuple(tensor.shape)}, this "
+                             f"model's projector expects {tuple(own[name].shape)} (vision width -> "
+                             f"decoder width); the tower or decoder differs from the checkpoint's")
+    projector.load_state_dict(state)
+
+
 def build_projector(cfg: ModelConfig, *, vision_dim: int, text_dim: int,
-                    grid_size: tuple[int, int]) -> Projector:
+                    grid_size: tuple[int, int]) -> nn.Module:
+    if cfg.projector == "llava":
+        return LlavaProjector(vision_dim, text_dim, grid_size, cfg.num_image_tokens)
     return Projector(cfg.projector, vision_dim, text_dim, grid_size, cfg.num_image_tokens, cfg.dropout)
