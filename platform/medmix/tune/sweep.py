@@ -47,9 +47,9 @@ from medmix.options import ConfigError
 from medmix.runtime import ensure_ray, open_run
 from medmix.storage import Location, local_copy, location
 from medmix.train.callbacks import read_ledger
-from medmix.train.checkpoint import read_meta
+from medmix.train.checkpoint import find_latest_checkpoint, read_meta
 from medmix.train.launcher import (RUN_INFO, absolutize, build_torch_trainer, checkpoint_location, commit_registered,
-                                   prepare)
+                                   prepare, train)
 from medmix.train.launcher import use_gpu as launcher_use_gpu
 from medmix.tune.champion import crown
 from medmix.tune.law import TrialTable, normalise_records, write_trials
@@ -492,8 +492,6 @@ def confirm(cfg: MedmixConfig, report: Any, sweep_dir: Location, tracker: Any, p
     The run lives under `<sweep_dir>/confirm/` and resumes like any run: a re-run of the sweep
     finds it finished and only reads its result.
     """
-    from medmix.config import config_from_dict
-    from medmix.train.launcher import train
     p = report.prediction
     vision, language = p["scale"].split("/")
     # one run per (mixture, scale, steps): a re-run of the sweep finds its own, a changed pick trains anew
@@ -528,7 +526,6 @@ def confirm(cfg: MedmixConfig, report: Any, sweep_dir: Location, tracker: Any, p
 
 def _finished_confirmation(run_dir: Location, steps: int) -> dict | None:
     """The confirmation run's final checkpoint (metrics, run id) if it trained all `steps`."""
-    from medmix.train.checkpoint import find_latest_checkpoint
     found = find_latest_checkpoint(run_dir.uri) if run_dir.exists() else None
     if found is None:
         return None
