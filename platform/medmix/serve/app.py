@@ -39,8 +39,8 @@ from medmix.config import config_from_dict
 from medmix.model.export_meta import WEIGHTS_FILE
 from medmix.observability.metrics import record_batch, set_served_model
 from medmix.serve.auth import token_digest
-from medmix.serve.chat import (Answer, ChatCompletionRequest, ChatError, chat_item, completion_id, cut_at_stop,
-                               logprobs_content, model_card, now, parse_turns)
+from medmix.serve.chat import (Answer, ChatCompletionRequest, ChatError, StreamText, chat_item, completion_id,
+                               cut_at_stop, error_body, logprobs_content, model_card, now, parse_turns, sse_event)
 from medmix.serve.config import ServeConfig, resolve_num_gpus
 from medmix.serve.keys import AuditLog, Keyring, RateLimiter, load_keys
 from medmix.serve.inputs import InputError, Limits, Preprocessor, genotype, task_info
@@ -127,6 +127,21 @@ class MedmixModel:
 
     async def predict(self, item) -> dict:
         return await self.predict_batch(item)
+
+    async def stream(self, item):
+        """One request, token by token (`stream: true` chat completions): yields token ids, then
+        {"finish_reason": ...}. It runs beside the batches, a decode step at a time, yielding the
+        event loop between steps so that batches and other streams go on meanwhile."""
+        runner = await self.get_model(serve.get_multiplexed_model_id())
+        steps = runner.stream(item)
+        while True:
+            try:
+                token = next(steps)
+            except StopIteration as done:
+                yield {"finish_reason": done.value, "batch_size": 1}
+                return
+            yield token
+            await asyncio.sleep(0)
 
 
 # --- the HTTP ingress ----------------------------------------------------------------------
@@ -268,8 +283,8 @@ class MedmixIngress:
         return out
 
 
-    async def chat(self, body: ChatCompletionRequest) -> Answer:
-        """A chat completion request -> its Answer (raises ChatError for a bad request)."""
+    async def chat_prepare(self, body: ChatCompletionRequest):
+        """Validate and encode a chat request: (model id, task spec or None, ModelInputs); raises ChatError."""
         body.check()
         try:
             model_id = self.pick_model(None, body.model)
@@ -285,6 +300,12 @@ class MedmixIngress:
         turns = parse_turns(body.messages, self.limits)
         loop = asyncio.get_running_loop()
         item = await loop.run_in_executor(self.executor, chat_item, prep, turns, body, self.limits, spec)
+        return model_id, spec, item
+
+    async def chat(self, body: ChatCompletionRequest) -> Answer:
+        """A chat completion request -> its Answer (raises ChatError for a bad request)."""
+        model_id, spec, item = await self.chat_prepare(body)
+        prep = self.prep[model_id]
         result = await self._ask(model_id, item)
         tokens = result["tokens"]
         text = prep.decode(tokens)
@@ -299,6 +320,50 @@ class MedmixIngress:
                       medmix={"model_version": entry.version, "digest": entry.digest,
                               "task": spec.name if spec else None, "exemplar": item.exemplar if spec else False,
                               "truncated": item.truncated, "batch_size": result.get("batch_size", 1)})
+
+    async def chat_stream(self, body: ChatCompletionRequest, model_id: str, spec, item, note: dict):
+        """Server-sent events of a chat completion, each token's text sent as soon as the model
+        decoded it (`medmix.serve.chat.StreamText`), then the finish reason, the usage (with
+        stream_options.include_usage) and `data: [DONE]`. `note` receives the token counts."""
+        prep, entry = self.prep[model_id], self.by_id[model_id]
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        head = Answer(id=completion_id(), created=now(), model=entry.id, fingerprint=f"medmix-{entry.digest[:12]}",
+                      text="", tokens=[], finish_reason="length", prompt_tokens=len(item.prompt_ids), logprobs=None,
+                      medmix={})
+        text = StreamText(prep.tokenizer, body.stops)
+        yield sse_event(head.chunk({"role": "assistant", "content": ""}, usage=include_usage))
+        finish, completed = "length", False
+        handle = self.model.options(multiplexed_model_id=model_id, stream=True)
+        steps = handle.stream.remote(item)
+        try:
+            async for step in steps:
+                if isinstance(step, dict):
+                    finish, completed = step["finish_reason"], True
+                    break
+                delta = text.add(step)
+                if text.stopped:
+                    finish = "stop"
+                if delta or not text.stopped:
+                    yield sse_event(head.chunk({"content": delta}, usage=include_usage))
+                if text.stopped:
+                    break
+        except Exception as exc:  # noqa: BLE001 - the stream has begun: report in-band, then end it
+            log.exception("chat stream failed")
+            yield sse_event(error_body(500, f"internal error while streaming: {type(exc).__name__}: {exc}"))
+            yield "data: [DONE]\n\n"
+            return
+        finally:
+            if not completed and hasattr(steps, "cancel"):
+                steps.cancel()  # a stop sequence ended the answer, or the client left: free the replica
+        rest = text.finish()
+        if rest:
+            yield sse_event(head.chunk({"content": rest}, usage=include_usage))
+        yield sse_event(head.chunk({}, finish=finish, usage=include_usage))
+        head.tokens = text.tokens
+        note.update(prompt_tokens=head.prompt_tokens, completion_tokens=len(text.tokens))
+        if include_usage:
+            yield sse_event({**head.chunk({}), "choices": [], "usage": head.usage})
+        yield "data: [DONE]\n\n"
 
     async def _ask(self, model_id: str, item) -> dict:
         if model_id not in self.handles:  # one handle per version: Serve routes it to replicas holding it

@@ -29,8 +29,9 @@ functions, audio, response formats other than text, logit_bias and non-zero pena
 not supported; `image_url` must be a data: URI. `temperature` defaults to 0 (greedy), not 1:
 a medical model's answer should not change between two identical requests unless asked to.
 `logprobs` are the model's own distribution (temperature 1), computed in one forward pass
-after generation. `stream` sends the answer as `chat.completion.chunk` events token by token
-once it is generated (the model replica answers whole requests), then `data: [DONE]`.
+after generation. `stream` sends `chat.completion.chunk` events as the model decodes each
+token (the request is generated on its own, beside the batches), then `data: [DONE]`; with
+`logprobs`, the answer is generated whole first and then sent token by token.
 
 Errors are OpenAI's error object, `{"error": {"message", "type", "param", "code"}}`.
 """
@@ -40,6 +41,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -48,6 +50,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medmix.serve.inputs import InputError, Limits, ModelInputs
+
+log = logging.getLogger(__name__)
 
 IMAGE_MIME = ("image/png", "image/jpeg", "image/jpg", "application/dicom")
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -380,10 +384,10 @@ def cut_at_stop(tok, tokens: list[int], text: str, stops: list[str]) -> tuple[li
     hits = [(text.find(s), s) for s in stops if s in text]
     if not hits:
         return tokens, text, False
-    at, stop = min(hits)
-    end = at + len(stop)
-    for k in range(1, len(tokens) + 1):  # the fewest tokens whose text reaches past the stop
-        if len(tok.decode(tokens[:k]).lstrip()) >= end:
+    at, _ = min(hits)
+    for k in range(1, len(tokens) + 1):  # the fewest tokens whose text holds a stop sequence
+        prefix = tok.decode(tokens[:k]).lstrip()
+        if any(s in prefix for s in stops):
             return tokens[:k], text[:at], True
     return tokens, text[:at], True
 
@@ -430,7 +434,7 @@ class Answer:
                              "finish_reason": self.finish_reason}],
                 "usage": self.usage, "medmix": self.medmix}
 
-    def _chunk(self, delta: dict, finish: str | None = None, logprobs: list | None = None,
+    def chunk(self, delta: dict, finish: str | None = None, logprobs: list | None = None,
                usage: bool = False) -> dict[str, Any]:
         choice = {"index": 0, "delta": delta, "logprobs": None if logprobs is None else {"content": logprobs},
                   "finish_reason": finish}
@@ -444,7 +448,7 @@ class Answer:
         """The answer as stream chunks: the role, then one per generated token (its new text,
         possibly empty while a multi-byte character is incomplete), then the finish reason,
         then (with include_usage) the usage with no choices. The deltas concatenate to `text`."""
-        out = [self._chunk({"role": "assistant", "content": ""}, usage=include_usage)]
+        out = [self.chunk({"role": "assistant", "content": ""}, usage=include_usage)]
         emitted = 0
         for k in range(1, len(self.tokens) + 1):
             prefix = tok.decode(self.tokens[:k]).lstrip()
@@ -458,10 +462,10 @@ class Answer:
             if k == len(self.tokens) and emitted < len(self.text):
                 delta, emitted = delta + self.text[emitted:], len(self.text)
             lp = None if self.logprobs is None else [self.logprobs[k - 1]]
-            out.append(self._chunk({"content": delta}, logprobs=lp, usage=include_usage))
+            out.append(self.chunk({"content": delta}, logprobs=lp, usage=include_usage))
         if emitted < len(self.text):  # no tokens but text (cannot happen; keeps the contract)
-            out.append(self._chunk({"content": self.text[emitted:]}, usage=include_usage))
-        out.append(self._chunk({}, finish=self.finish_reason, usage=include_usage))
+            out.append(self.chunk({"content": self.text[emitted:]}, usage=include_usage))
+        out.append(self.chunk({}, finish=self.finish_reason, usage=include_usage))
         if include_usage:
             out.append({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                         "model": self.model, "system_fingerprint": self.fingerprint, "choices": [],
@@ -469,11 +473,67 @@ class Answer:
         return out
 
 
+def sse_event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=True, separators=(',', ':'))}\n\n"
+
+
 def sse(chunks: list[dict[str, Any]]):
     """Server-sent events: `data: {json}` per chunk, then `data: [DONE]`."""
     for c in chunks:
-        yield f"data: {json.dumps(c, ensure_ascii=True, separators=(',', ':'))}\n\n"
+        yield sse_event(c)
     yield "data: [DONE]\n\n"
+
+
+class StreamText:
+    """A streamed answer's text, token by token, such that the pieces sent concatenate to exactly
+    the text a non-streamed request gets (decode, strip, cut before the first stop sequence).
+
+    Text is held back while it could still change: trailing whitespace (the answer is
+    stripped), an incomplete UTF-8 character (U+FFFD at the end), and a tail that may be the
+    start of a stop sequence."""
+
+    def __init__(self, tok, stops: list[str]):
+        self.tok = tok
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.tokens: list[int] = []
+        self.sent = ""
+        self.stopped = False
+
+    def _text(self) -> str:
+        return self.tok.decode(self.tokens).lstrip()
+
+    def add(self, token: int) -> str:
+        """Take one token; returns the text now safe to send (may be "")."""
+        self.tokens.append(int(token))
+        text = self._text()
+        hits = [text.find(s) for s in self.stops if s in text]
+        if hits:
+            self.stopped = True
+            return self._extend(text[:min(hits)])
+        safe = text.rstrip().rstrip("\ufffd")
+        if self.hold:
+            safe = safe[:max(0, len(safe) - self.hold)]
+        return self._extend(safe)
+
+    def _extend(self, candidate: str) -> str:
+        if len(candidate) > len(self.sent) and candidate.startswith(self.sent):
+            delta = candidate[len(self.sent):]
+            self.sent = candidate
+            return delta
+        return ""
+
+    def finish(self) -> str:
+        """The rest of the answer once generation ended (or a stop sequence cut it)."""
+        text = self.tok.decode(self.tokens).strip()
+        hits = [text.find(s) for s in self.stops if s in text]
+        final = text[:min(hits)] if hits else text
+        if not final.startswith(self.sent):  # cannot happen with a prefix-stable tokenizer; never resend
+            log.warning("streamed text diverged from the final answer; sending the rest as is")
+            return final[len(self.sent):] if len(final) > len(self.sent) else ""
+        rest = final[len(self.sent):]
+        self.sent = final
+        return rest
 
 
 def model_card(info: dict[str, Any], created: int) -> dict[str, Any]:

@@ -212,6 +212,14 @@ def build_http_app(ingress) -> FastAPI:
         task = body.medmix.task if body.medmix else "chat"
         audit_note(request, task=task)
         try:
+            if body.stream and not body.logprobs:  # token by token as the model decodes
+                model_id, spec, item = await ingress.chat_prepare(body)
+                record_request("/v1/chat/completions", task, 200, time.perf_counter() - t0, model_id)
+                audit_note(request, model=model_id)
+                note = request.scope.get("medmix.audit")
+                events = ingress.chat_stream(body, model_id, spec, item, note if note is not None else {})
+                return StreamingResponse(events, media_type="text/event-stream",
+                                         headers={"X-Medmix-Model": model_id, "Cache-Control": "no-cache"})
             answer = await ingress.chat(body)
         except ChatError as exc:
             record_request("/v1/chat/completions", task, exc.status, time.perf_counter() - t0, "")

@@ -150,6 +150,43 @@ class ModelRunner:
             results[i]["tokens"] = [int(t) for t in tokens]
             results[i]["finish_reason"] = "stop" if stopped else "length"
 
+    def stream(self, item: Any):
+        """Generate one request token by token: yields each new token id as soon as it is decoded
+        and returns the finish reason ("stop" at end of text, else "length"). The same steps as
+        `generate` on a batch of one (prompt once through the KV cache, then a token per step), so
+        a greedy stream equals the batched answer."""
+        import torch
+
+        from medmix.model.generation import _cache_kwarg, _new_cache, _sample, left_pad
+        model, device = self.model, self.device
+        stops = [] if item.ignore_eos else [self.eos_id]
+        generator = None
+        if item.temperature > 0 and item.seed is not None:
+            generator = torch.Generator(device=device).manual_seed(item.seed)
+        with torch.no_grad():
+            ids, mask = left_pad([item.prompt_ids], self.pad_id, device)
+            embeds = model.embed(ids, self._pixels([item], [0]))
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            decoder, cache_kw = model.decoder, _cache_kwarg(model.decoder)
+            cache = _new_cache(decoder)
+            banned = [model.image_token_id] + ([self.pad_id] if self.pad_id not in stops else [])
+            step_embeds, step_pos = embeds, positions
+            for _ in range(item.max_new_tokens):
+                out = decoder(inputs_embeds=step_embeds, attention_mask=mask, position_ids=step_pos,
+                              use_cache=True, logits_to_keep=1, **{cache_kw: cache})
+                logits = out.logits[:, -1].float()
+                logits[:, banned] = float("-inf")
+                nxt = _sample(logits, item.temperature, item.top_p, generator)
+                token = int(nxt[0])
+                if token in stops:
+                    return "stop"
+                yield token
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                step_pos = positions[:, -1:] + 1
+                positions = torch.cat([positions, step_pos], dim=1)
+                step_embeds = decoder.get_input_embeddings()(nxt[:, None])
+        return "length"
+
     def token_logprobs(self, item: Any, tokens: list[int], top: int) -> list[dict[str, Any]]:
         """Each generated token's log-probability under the model (and the `top` likeliest
         tokens at its position): one forward pass over prompt + answer, after generation.

@@ -186,3 +186,24 @@ def test_stop_sequences_and_stream_chunks_concatenate(prep):
     assert all(c["usage"] is None for c in chunks[:-1])
     assert answer.response()["usage"] == {"prompt_tokens": 7, "completion_tokens": len(tokens),
                                           "total_tokens": 7 + len(tokens)}
+
+
+@pytest.mark.parametrize("stops", [[], ["Impression"], ["zzz", "sion:"], [" "], ["é"]])
+def test_streamed_text_concatenates_to_the_answer(prep, stops):
+    """Token by token, the pieces sent add up to what a non-streamed request answers (stripped,
+    cut before the first stop), and nothing past a stop sequence is ever sent."""
+    from medmix.serve.chat import StreamText
+    tok = prep.tokenizer
+    for source in ("  no acute cardiopulmonary process.  Impression: normal é ", "é"):
+        tokens = tok.encode(source)
+        whole = tok.decode(tokens).strip()
+        expected_tokens, expected, hit = cut_at_stop(tok, tokens, whole, stops)
+        stream, pieces = StreamText(tok, stops), []
+        for t in tokens:
+            pieces.append(stream.add(t))
+            assert expected.startswith("".join(pieces))
+            if stream.stopped:
+                break
+        pieces.append(stream.finish())
+        assert "".join(pieces) == expected and stream.stopped == hit
+        assert stream.tokens == expected_tokens

@@ -99,3 +99,19 @@ def test_token_logprobs_match_a_full_forward_and_depend_on_the_image(model):
     other = dataclasses.replace(it, pixel_values=pixels(1, 7))
     assert runner.run([other])[0]["logprobs"][0]["logprob"] != res["logprobs"][0]["logprob"]
     assert "logprobs" not in runner.run([item([5, 6, 7])])[0]
+
+
+def test_a_stream_yields_the_batched_answer_token_by_token(model):
+    runner = ModelRunner(model, "cpu", eos_id=EOS, pad_id=PAD)
+    items = [item([5, 6, 7], images=1, max_new_tokens=7), item([9, 3], max_new_tokens=4),
+             item([8, 8, 2, 5], images=1, img_seed=3, temperature=0.8, seed=11, max_new_tokens=6)]
+    for it in items:
+        (batched,) = runner.run([it])
+        gen = runner.stream(it)
+        tokens = []
+        try:
+            while True:
+                tokens.append(next(gen))
+        except StopIteration as stop:
+            finish = stop.value
+        assert tokens == batched["tokens"] and finish == batched["finish_reason"]
