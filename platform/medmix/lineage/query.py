@@ -147,7 +147,10 @@ def _fill_from_run(chain: LineageChain, cfg: TrackerConfig, run_id: str, meta: d
     chain.run = {"run_id": run_id, "name": info.run_name, "status": info.status,
                  "experiment_id": info.experiment_id, "started": _when(info.start_time),
                  "parent_run_id": data.tags.get("mlflow.parentRunId"),
-                 "latest_checkpoint": data.tags.get(TAG_CHECKPOINT)}
+                 "latest_checkpoint": data.tags.get(TAG_CHECKPOINT),
+                 # a warm start (train.init_from): the model the run started from
+                 "init_from": {k.removeprefix("medmix.init_from").lstrip("_") or "ref": v
+                               for k, v in data.tags.items() if k.startswith("medmix.init_from")} or None}
     with tempfile.TemporaryDirectory() as tmp:
         if chain.checkpoint is not None and not chain.checkpoint.get("exists", True):
             record = _artifact_json(client, run_id, checkpoint_artifact(chain.checkpoint["step"] or 0), tmp)
@@ -231,6 +234,10 @@ def format_chain(chain: LineageChain, shards: bool = False) -> str:
         out.append(f"run         {r['run_id']}  name {r['name']}  {r['status']}  started {r['started']}")
         if r.get("parent_run_id"):
             out.append(f"            parent run: {r['parent_run_id']}")
+        if r.get("init_from"):
+            p = r["init_from"]
+            out.append(f"            started from: {p.get('ref')}"
+                       + "".join(f"  {k} {p[k]}" for k in ("version", "run", "checkpoint") if p.get(k)))
     if chain.config:
         shown = {k: chain.config[k] for k in KEY_PARAMS if k in chain.config and chain.config[k] not in ("", None)}
         out.append(f"config      {_fmt_map(shown)}  ({len(chain.config)} values in all)")

@@ -36,6 +36,9 @@ class TrainConfig:
     trainable: str = option("all", "what trains (the rest is frozen, with no optimizer state): all, projector "
                                    "(stage 1), projector+lora (stage 2), or +/,-joined parts (projector, vision, "
                                    "decoder, lora) and globs over module names")
+    init_from: str = option("", "warm start: a new run (step 0, new optimizer) from these weights: a registry "
+                                "version (medmix@champion, medmix/3), an export directory, or a checkpoint or "
+                                "run directory; '' = the model's own init (a resumed run ignores it)")
     lora: LoraConfig = field(default_factory=LoraConfig,
                              metadata={"help": "LoRA adapters for train.trainable = ...+lora"})
 

@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medmix.config import to_dict
-from medmix.data.tokenizer import ensure_tokenizer
+from medmix.data.tokenizer import ensure_tokenizer, load_tokenizer
 from medmix.lineage.backend import pin_tracking_uri
 from medmix.lineage.tracker import build_tracker
 from medmix.model.preprocess import image_preprocess
+from medmix.model.resolve import resolve
 from medmix.options import ConfigError
 from medmix.placement import ROLE_LABEL, TRAIN, place
 from medmix.runtime import ensure_ray, open_run
@@ -172,8 +173,9 @@ def train(cfg: MedmixConfig) -> TrainResult:
 
     prepare(cfg)
     run_dir = absolutize(cfg)
+    parent = resolve_init_from(cfg)
     tracker = build_tracker(cfg.lineage)
-    run_id = _open_train_run(tracker, cfg, run_dir)
+    run_id = _open_train_run(tracker, cfg, run_dir, parent)
     ensure_ray(cfg.train.num_workers * cfg.train.cpus_per_worker)
     trainer = build_torch_trainer(cfg, run_id, run_dir, use_gpu=use_gpu(cfg))
     run_dir.join(RANKS).delete()  # a resumed run may have fewer ranks than the last attempt
@@ -213,11 +215,44 @@ def _read_info(run_dir: Location | Path | str) -> dict:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
-def _open_train_run(tracker: Tracker, cfg: MedmixConfig, run_dir: Location) -> str | None:
+def resolve_init_from(cfg: MedmixConfig) -> dict[str, str]:
+    """`train.init_from` resolved on the driver to a local export directory (a registry version is
+    fetched, a checkpoint exported), which replaces the reference in `cfg` for the workers; its
+    tensors are checked against the model on the meta device, so a name or shape mismatch fails
+    here, naming the tensor. Returns the lineage tags naming the parent model ({} without one)."""
+    ref = cfg.train.init_from
+    if not ref:
+        return {}
+    # torch and transformers: only for a warm start
+    from medmix.model.summary import build_on_meta
+    from medmix.model.warm_start import check_init_weights
+    try:
+        export = resolve(ref, cfg.lineage)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"train.init_from = {ref!r}: {exc}") from None
+    vocab = len(load_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path))
+    try:
+        check_init_weights(build_on_meta(cfg.model, vocab), export.path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    cfg.train.init_from = str(export.path)
+    tags = {"medmix.init_from": ref, "medmix.init_from_export": str(export.path)}
+    if export.version:
+        tags["medmix.init_from_version"] = export.version
+    if export.run_id:
+        tags["medmix.init_from_run"] = export.run_id
+    if export.checkpoint:
+        tags["medmix.init_from_checkpoint"] = export.checkpoint
+    return tags
+
+
+def _open_train_run(tracker: Tracker, cfg: MedmixConfig, run_dir: Location,
+                    parent: dict[str, str] | None = None) -> str | None:
     """The training run's MLflow run: the one `run_dir`'s run.json names (a re-submitted run),
-    else a new one, whose id run.json then keeps."""
+    else a new one, whose id run.json then keeps. `parent` tags name a warm start's model."""
     run_dir.mkdirs()
-    run_id, resumed = open_run(tracker, cfg, kind="train", name=cfg.name, tags={"medmix.run_dir": run_dir.uri},
+    run_id, resumed = open_run(tracker, cfg, kind="train", name=cfg.name,
+                               tags={"medmix.run_dir": run_dir.uri, **(parent or {})},
                                resume_run_id=_read_info(run_dir).get("run_id"))
     if run_id is not None and not resumed:
         run_dir.join(RUN_INFO).write_text(json.dumps({"run_id": run_id, "name": cfg.name}, indent=1))

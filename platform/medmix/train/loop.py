@@ -20,6 +20,7 @@ from medmix.data.tokenizer import load_tokenizer
 from medmix.lineage.tracker import build_tracker
 from medmix.model import build_model
 from medmix.model.trainable import apply_trainable
+from medmix.model.warm_start import load_init_weights
 from medmix.storage import Location, location
 from medmix.train.callbacks import (CheckpointCommit, ConsoleLog, ExampleLedger, FaultInjection, MLflowLog,
                                     PrometheusExport, RayTrainReport, checkpoint_uri)
@@ -47,6 +48,8 @@ def build_trainer(cfg: MedmixConfig, *, rank: int, world_size: int, device: torc
     model = build_model(cfg.model, vocab_size=len(tokenizer), image_token_id=tokenizer.image_token_id,
                         pad_token_id=tokenizer.pad_id)
     flops_per_token = model.flops_per_token(cfg.stream.max_seq_len)
+    if cfg.train.init_from and checkpoint is None:  # a resumed run takes everything from its checkpoint
+        load_init_weights(model, cfg.train.init_from)
     # adapters and requires_grad before FSDP (which keeps each parameter's flag) and before the
     # optimizer (which then holds state for the trainable parameters only)
     apply_trainable(model, cfg.train.trainable, cfg.train.lora)
