@@ -65,3 +65,10 @@ def test_a_shape_mismatch_names_the_tensor(tmp_path):
     with pytest.raises(ValueError, match=r"decoder.model.embed_tokens.weight has shape \(64, 64\), this model "
                                          r"expects \(72, 64\)"):
         load_init_weights(build_model(cfg, vocab_size=72, image_token_id=63, pad_token_id=0), tmp_path / "e")
+
+
+def test_lineage_shows_the_model_a_run_started_from():
+    from medmix.lineage.query import LineageChain, format_chain
+    chain = LineageChain(run={"run_id": "r2", "name": "stage2", "status": "FINISHED", "started": "today",
+                              "init_from": {"ref": "medmix@champion", "version": "medmix/3", "run": "r1"}})
+    assert "started from: medmix@champion  version medmix/3  run r1" in format_chain(chain)
