@@ -52,6 +52,10 @@ class MixtureConfig:
                        "each task's share (largest remainder with carry)", choices=("random", "stratified"))
     global_batch_size: int = option(16, "examples per optimizer step across all ranks", ge=1)
     shuffle_window: int = option(1024, "rows shuffled together inside a task's epoch order", ge=1)
+    class_balance: dict[str, float] = map_option(
+        "task -> factor >= 1: rows of the task's minority classes (fewer than 1/K of its rows; for a "
+        "yes/no task its positives) are drawn that many times more often within the task, "
+        "e.g. { mammo_vindr = 3.0, cxr_classify = 2.0 } (the paper's)")
 
     def validate(self) -> None:
         for task, w in self.weights.items():
@@ -59,6 +63,9 @@ class MixtureConfig:
                 raise ConfigError(f"weights.{task} = {w} is negative; weights must be >= 0")
         if self.strategy == "explicit" and not self.weights:
             raise ConfigError("strategy = explicit needs [mixture.weights] with at least one task")
+        for task, f in self.class_balance.items():
+            if isinstance(f, bool) or not isinstance(f, (int, float)) or not f >= 1:
+                raise ConfigError(f"mixture.class_balance.{task} = {f!r} is not a factor >= 1 (1 = no balancing)")
         if self.floor > self.cap:
             raise ConfigError(f"floor = {self.floor} is above cap = {self.cap}")
 

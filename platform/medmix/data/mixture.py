@@ -25,6 +25,16 @@ Two batching modes decide how many slots each task gets:
   with weight > 0 gets one slot first (the Med-PaLM M rule: every task in every batch) and
   the rest is shared by the same rounding over what each task's share still asks for.
 Within a batch the slots are shuffled (seed, step), so rank slices are mixed too.
+
+Class balancing (`mixture.class_balance = { mammo_vindr = 3.0, cxr_classify = 2.0 }`, the
+paper's VinDr-Mammo minority classes x3 and CXR positives x2) changes only which of a task's
+rows its slots take: the task's epoch order becomes a `BalancedOrder`, in which every row of
+a balanced class appears `factor` times (round(rows x factor) draws of the class per epoch,
+in passes that each visit the class's rows once) and the classes are interleaved by a seeded
+permutation. Labels come from the rows' `label` column (the index into the task's fixed
+options); a yes/no task balances its "yes" rows, any other task the classes holding fewer
+than 1/K of its rows (K options). The epoch is still a pure function of (seed, task, epoch),
+so batches, state and resume work as for any other task.
 """
 
 from __future__ import annotations
@@ -169,6 +179,11 @@ class TaskOrder:
         self._epoch_cache: tuple[int, list[int], list[int]] | None = None
         self._window_cache: tuple[int, int, list[int]] | None = None
 
+    @property
+    def epoch_length(self) -> int:
+        """Draws in one epoch of this order (every row once)."""
+        return self.num_rows
+
     def _epoch_layout(self, epoch: int) -> tuple[list[int], list[int]]:
         if self._epoch_cache is None or self._epoch_cache[0] != epoch:
             perm = seeded_rng(self.seed, "shards", self.task, epoch).permutation(len(self.shards)).tolist()
@@ -197,6 +212,130 @@ class TaskOrder:
     def spec(self) -> dict:
         """What a preprocessing worker needs to rebuild this order (to fill a skipped slot)."""
         return {"task": self.task, "shards": self.shards, "seed": self.seed, "shuffle_window": self.window}
+
+
+# -- class balancing ------------------------------------------------------------------------
+
+def balanced_labels(options: tuple[str, ...], class_rows: dict[int, int]) -> list[int]:
+    """The labels a class-balance factor applies to: "yes" of a yes/no task (the positives),
+    else every class present with fewer than 1/K of the task's rows (K = number of options)."""
+    lowered = [o.lower() for o in options]
+    if sorted(lowered) == ["no", "yes"]:
+        yes = lowered.index("yes")
+        return [yes] if class_rows.get(yes, 0) > 0 else []
+    total = sum(class_rows.values())
+    return sorted(c for c, n in class_rows.items() if 0 < n and n * len(options) < total)
+
+
+def resolve_class_balance(class_balance: dict[str, float], weights: dict[str, float]) -> dict[str, float]:
+    """Checked `mixture.class_balance` factors of the tasks that train (weight > 0).
+
+    A factor must be a number >= 1, for a registered task whose answer is one of fixed options
+    (its rows' `label` indexes them); anything else is a ConfigError naming the key.
+    """
+    known = set(task_names()) | set(weights)
+    out = {}
+    for task, factor in sorted((class_balance or {}).items()):
+        key = f"mixture.class_balance.{task}"
+        if task not in known:
+            raise ConfigError(f"mixture.class_balance: unknown task {task!r}; registered tasks: "
+                              f"{', '.join(sorted(known))}")
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) \
+                or factor < 1:
+            raise ConfigError(f"{key} = {factor!r} is not a factor >= 1 (how many times more often a "
+                              f"minority-class or positive example is drawn; 1 = no balancing)")
+        spec = get_task(task)
+        if not (spec.has_options and spec.options):
+            raise ConfigError(f"{key} = {factor}: task {task!r} ({spec.kind}) has no class labels -- "
+                              f"its answers are not one of fixed options, so there are no classes to "
+                              f"balance; remove the key (tasks with classes: "
+                              f"{', '.join(sorted(t for t in task_names() if get_task(t).options))})")
+        if weights.get(task, 0.0) > 0:
+            out[task] = float(factor)
+    return out
+
+
+def read_task_labels(store, task: str, shards, key: str) -> np.ndarray:
+    """The `label` column of a task's shards, in manifest order, checked against its options."""
+    options = get_task(task).options
+    parts = []
+    for s in shards:
+        if s.rows <= 0:
+            continue
+        col = store.read_shard(s, columns=["label"]).column("label")
+        if col.null_count:
+            first = col.to_pylist().index(None)
+            raise ConfigError(f"{key}: shard {s.path} has {col.null_count} row(s) without a label "
+                              f"(first: row {first}); class balancing needs every train row's label -- "
+                              f"re-ingest the task with labels or remove the key")
+        labels = col.to_numpy().astype(np.int64)
+        bad = np.flatnonzero((labels < 0) | (labels >= len(options)))
+        if bad.size:
+            raise ConfigError(f"{key}: shard {s.path} row {int(bad[0])} has label {int(labels[bad[0]])}, "
+                              f"not an index into the task's {len(options)} options; re-ingest the task")
+        if len(labels) != s.rows:
+            raise ConfigError(f"{key}: shard {s.path} holds {len(labels)} rows, the manifest says "
+                              f"{s.rows} (run `medmix data verify`)")
+        parts.append(labels)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+class BalancedOrder:
+    """A task's order with some classes oversampled; `ref(epoch, position)` is pure.
+
+    One epoch holds round(rows_c x factor_c) draws of each class c (factor 1 for the classes
+    not balanced): the class's rows in seeded passes that each visit every row once, cut to
+    that length. The epoch's class sequence is a seeded permutation of those draws, so classes
+    are mixed evenly through the epoch. Rows are indexed in manifest order, as in `TaskOrder`.
+    """
+
+    def __init__(self, task: str, shards: list[tuple[str, int]], seed: int, shuffle_window: int,
+                 labels, factors: dict[int, float]):
+        self.base = TaskOrder(task, shards, seed, shuffle_window)
+        self.task, self.shards, self.seed, self.window = task, self.base.shards, self.base.seed, self.base.window
+        self.num_rows = self.base.num_rows
+        self.labels = np.asarray(labels, dtype=np.int64)
+        if len(self.labels) != self.num_rows:
+            raise ValueError(f"task {task}: {len(self.labels)} labels for {self.num_rows} rows")
+        self.classes = sorted(int(c) for c in np.unique(self.labels))
+        self.members = {c: np.flatnonzero(self.labels == c) for c in self.classes}
+        self.factors = {c: float(factors.get(c, 1.0)) for c in self.classes}
+        self.slots = {c: max(1, int(round(len(self.members[c]) * self.factors[c]))) for c in self.classes}
+        self._length = sum(self.slots.values())
+        self._first_index = self.base._first_index
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    @property
+    def epoch_length(self) -> int:
+        return self._length
+
+    def _epoch(self, epoch: int) -> np.ndarray:
+        if self._cache is None or self._cache[0] != epoch:
+            seq = np.repeat(np.arange(len(self.classes)), [self.slots[c] for c in self.classes])
+            seq = seq[seeded_rng(self.seed, "classes", self.task, epoch).permutation(len(seq))]
+            flat = np.empty(len(seq), dtype=np.int64)
+            for k, c in enumerate(self.classes):
+                members, need = self.members[c], self.slots[c]
+                passes = [seeded_rng(self.seed, "class-rows", self.task, epoch, c, j).permutation(len(members))
+                          for j in range(-(-need // len(members)))]
+                flat[seq == k] = members[np.concatenate(passes)[:need]]
+            self._cache = (epoch, flat)
+        return self._cache[1]
+
+    def ref(self, epoch: int, position: int) -> ExampleRef:
+        epoch, position = epoch + position // self._length, position % self._length
+        flat = int(self._epoch(epoch)[position])
+        j = bisect.bisect_right(self._first_index, flat) - 1
+        row = flat - self._first_index[j]
+        return ExampleRef(self.task, self.shards[j][0], row, flat, epoch, position)
+
+    def label(self, example_index: int) -> int:
+        return int(self.labels[example_index])
+
+    def spec(self) -> dict:
+        """The unbalanced order's spec: skip mode replaces an unreadable row with the row at
+        the next positions of that order (deterministic; the class may differ)."""
+        return self.base.spec()
 
 
 # -- slot allocation -----------------------------------------------------------------------
@@ -273,10 +412,15 @@ def share_shifts(weights: dict[str, float], batch: int, factor: float = 2.0) -> 
 # -- the plan ------------------------------------------------------------------------------
 
 class MixturePlan:
-    """Global batches of ExampleRefs: step s is a pure function of (seed, weights, s, state)."""
+    """Global batches of ExampleRefs: step s is a pure function of (seed, weights, s, state).
+
+    `class_balance` (task -> factor, see `resolve_class_balance`) needs `task_labels`: each
+    balanced task's row labels in manifest order (`from_store` reads them).
+    """
 
     def __init__(self, weights: dict[str, float], task_rows: dict[str, list[tuple[str, int]]], seed: int,
-                 global_batch_size: int, mode: str = "stratified", shuffle_window: int = 1024):
+                 global_batch_size: int, mode: str = "stratified", shuffle_window: int = 1024,
+                 class_balance: dict[str, float] | None = None, task_labels: dict | None = None):
         if mode not in ("random", "stratified"):
             raise ConfigError(f"mixture.mode = {mode!r} is not one of random, stratified")
         if global_batch_size < 1:
@@ -297,12 +441,34 @@ class MixturePlan:
         self.global_batch_size = int(global_batch_size)
         self.mode = mode
         self.shuffle_window = int(shuffle_window)
-        self.orders = {t: TaskOrder(t, task_rows[t], self.seed, self.shuffle_window) for t in self.active}
+        self.class_balance = resolve_class_balance(class_balance or {}, self.weights)
+        self.orders: dict[str, TaskOrder | BalancedOrder] = {}
+        for t in self.active:
+            if t in self.class_balance:
+                if task_labels is None or t not in task_labels:
+                    raise ConfigError(f"mixture.class_balance.{t}: no labels of task {t!r} were given "
+                                      f"to the plan (build it with MixturePlan.from_store)")
+                labels = np.asarray(task_labels[t], dtype=np.int64)
+                counts = {int(c): int(n) for c, n in zip(*np.unique(labels, return_counts=True))}
+                boosted = balanced_labels(get_task(t).options, counts)
+                self.orders[t] = BalancedOrder(t, task_rows[t], self.seed, self.shuffle_window, labels,
+                                               {c: self.class_balance[t] for c in boosted})
+            else:
+                self.orders[t] = TaskOrder(t, task_rows[t], self.seed, self.shuffle_window)
         self.step = 0
         self.cursors = {t: 0 for t in self.active}   # next position in the task's current epoch
         self.epochs = {t: 0 for t in self.active}
         self.carry = {t: 0.0 for t in self.active}
         self.counts = {t: 0 for t in self.active}    # examples drawn so far (realised mix)
+        self.class_counts = {t: {c: 0 for c in o.classes} for t, o in self.orders.items()
+                             if isinstance(o, BalancedOrder)}   # draws per class of balanced tasks
+        for t, o in self.orders.items():
+            if isinstance(o, BalancedOrder):
+                log.info("mixture: %s classes balanced x%g (%s): per-epoch shares %s", t,
+                         self.class_balance[t], ", ".join(self._class_name(t, c) for c, f in o.factors.items()
+                                                          if f > 1) or "none in minority",
+                         ", ".join(f"{self._class_name(t, c)} {o.slots[c] / o.epoch_length:.1%} "
+                                   f"(rows {len(o.members[c]) / o.num_rows:.1%})" for c in o.classes))
         if mode == "stratified":
             moved = share_shifts({t: self.weights[t] for t in self.active}, self.global_batch_size)
             if moved:
@@ -314,16 +480,20 @@ class MixturePlan:
 
     @classmethod
     def from_store(cls, store, weights: dict[str, float], seed: int, global_batch_size: int,
-                   mode: str = "stratified", shuffle_window: int = 1024, split: str = "train") -> "MixturePlan":
-        task_rows = {t: [(s.path, s.rows) for s in store.shards(task=t, split=split)] for t in weights}
-        return cls(weights, task_rows, seed, global_batch_size, mode, shuffle_window)
+                   mode: str = "stratified", shuffle_window: int = 1024, split: str = "train",
+                   class_balance: dict[str, float] | None = None) -> "MixturePlan":
+        shards = {t: store.shards(task=t, split=split) for t in weights}
+        task_rows = {t: [(s.path, s.rows) for s in shards[t]] for t in weights}
+        balance = resolve_class_balance(class_balance or {}, weights)
+        labels = {t: read_task_labels(store, t, shards[t], f"mixture.class_balance.{t}") for t in balance}
+        return cls(weights, task_rows, seed, global_batch_size, mode, shuffle_window, balance, labels)
 
     @classmethod
     def from_config(cls, store, cfg, seed: int, split: str = "train") -> "MixturePlan":
         """Weights resolved from a `MixtureConfig` against the store's train rows."""
         rows = {t: c.get("train", 0) for t, c in store.counts().items()}
         return cls.from_store(store, resolve_weights(cfg, rows), seed, cfg.global_batch_size,
-                              cfg.mode, cfg.shuffle_window, split)
+                              cfg.mode, cfg.shuffle_window, split, getattr(cfg, "class_balance", None))
 
     # -- drawing ---------------------------------------------------------------------------
     def _slot_tasks(self, step: int) -> list[str]:
@@ -340,10 +510,12 @@ class MixturePlan:
         order = self.orders[task]
         ref = order.ref(self.epochs[task], self.cursors[task])
         self.cursors[task] += 1
-        if self.cursors[task] == order.num_rows:
+        if self.cursors[task] == order.epoch_length:
             self.cursors[task] = 0
             self.epochs[task] += 1
         self.counts[task] += 1
+        if task in self.class_counts:
+            self.class_counts[task][order.label(ref.example_index)] += 1
         return ref
 
     def batch(self, step: int | None = None) -> list[ExampleRef]:
@@ -364,12 +536,17 @@ class MixturePlan:
         return {"seed": self.seed, "mode": self.mode, "global_batch_size": self.global_batch_size,
                 "shuffle_window": self.shuffle_window,
                 "weights": {t: round(w, 12) for t, w in self.weights.items() if w > 0},
-                "rows": {t: o.num_rows for t, o in self.orders.items()}}
+                "rows": {t: o.num_rows for t, o in self.orders.items()},
+                **({"class_balance": {t: {str(c): o.slots[c] for c in o.classes}
+                                      for t, o in self.orders.items() if isinstance(o, BalancedOrder)}}
+                   if self.class_counts else {})}
 
     def state_dict(self) -> dict:
         """Plain JSON-able state at the next step: cursors, epochs, carries, counts."""
         return {"version": STATE_VERSION, "step": self.step, "cursors": dict(self.cursors),
                 "epochs": dict(self.epochs), "carry": dict(self.carry), "counts": dict(self.counts),
+                **({"class_counts": {t: {str(c): n for c, n in cc.items()} for t, cc in self.class_counts.items()}}
+                   if self.class_counts else {}),
                 "fingerprint": self.fingerprint()}
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
@@ -384,11 +561,15 @@ class MixturePlan:
                              f"or load with strict=False to continue with fresh cursors for changed tasks")
         self.step = int(state["step"])
         for t in self.active:
-            n = self.orders[t].num_rows
+            n = self.orders[t].epoch_length
             self.cursors[t] = int(state["cursors"].get(t, 0)) % n
             self.epochs[t] = int(state["epochs"].get(t, 0))
             self.carry[t] = float(state["carry"].get(t, 0.0))
             self.counts[t] = int(state["counts"].get(t, 0))
+        saved = state.get("class_counts") or {}
+        for t, cc in self.class_counts.items():
+            for c in cc:
+                cc[c] = int((saved.get(t) or {}).get(str(c), 0))
 
     # -- observability ---------------------------------------------------------------------
     def stats(self, state: dict | None = None) -> dict:
@@ -407,9 +588,25 @@ class MixturePlan:
             out["tasks"][t] = {
                 "target": self.weights[t], "count": counts[t],
                 "fraction": counts[t] / drawn if drawn else 0.0,
-                "rows": n, "epoch": int(state["epochs"].get(t, 0)), "epochs_done": counts[t] / n,
+                "rows": n, "epoch": int(state["epochs"].get(t, 0)),
+                "epochs_done": counts[t] / self.orders[t].epoch_length,
                 "repeats": max(0, counts[t] - n)}
+            order = self.orders[t]
+            if isinstance(order, BalancedOrder):  # realised class shares vs the balanced target
+                drawn_c = {int(c): int(v) for c, v in ((state.get("class_counts") or {}).get(t) or {}).items()}
+                out["tasks"][t]["classes"] = {
+                    self._class_name(t, c): {
+                        "label": c, "factor": order.factors[c], "rows": len(order.members[c]),
+                        "row_share": len(order.members[c]) / n,
+                        "target": order.slots[c] / order.epoch_length, "count": drawn_c.get(c, 0),
+                        "fraction": drawn_c.get(c, 0) / counts[t] if counts[t] else 0.0}
+                    for c in order.classes}
         return out
+
+    @staticmethod
+    def _class_name(task: str, label: int) -> str:
+        options = get_task(task).options
+        return options[label] if 0 <= label < len(options) else str(label)
 
 
 def rank_slice(batch: list, rank: int, world_size: int) -> list:
