@@ -184,6 +184,10 @@ def build_model(cfg: ModelConfig, vocab_size: int, image_token_id: int, pad_toke
         raise ValueError(f"image_token_id {image_token_id} is outside the vocabulary of {vocab_size} "
                          f"ids; the tokenizer must contain <img>")
     vision = build_vision(cfg, load_pretrained=load_pretrained)
+    if cfg.num_image_tokens > vision.num_patches:
+        raise ValueError(f"model.num_image_tokens = {cfg.num_image_tokens} is more than the {vision.num_patches} "
+                         f"patches the tower yields at {cfg.image_size} px (patch {vision.patch_size}); lower "
+                         f"it to at most {vision.num_patches}")
     decoder = build_decoder(cfg, vocab_size, pad_token_id=pad_token_id, load_pretrained=load_pretrained)
     projector = build_projector(cfg, vision_dim=vision.embed_dim, text_dim=decoder.config.hidden_size,
                                 grid_size=vision.grid_size)

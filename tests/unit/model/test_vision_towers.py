@@ -149,3 +149,8 @@ def test_bad_towers_fail_before_any_worker_naming_the_path(tmp_path, siglip_dir)
     (noprep / "preprocessor_config.json").unlink()
     with pytest.raises(ConfigError, match="noprep: no preprocessor_config.json"):
         check(vision_path=str(noprep), image_size=32)
+
+
+def test_more_image_tokens_than_the_tower_has_patches_is_an_error(siglip_dir):
+    with pytest.raises(ValueError, match="model.num_image_tokens = 32 is more than the 16 patches"):
+        build(vision_path=str(siglip_dir), num_image_tokens=32)
