@@ -7,6 +7,7 @@
     medmix ingest medmcqa medmcqa_data/ && medmix ingest pubmedqa data/ori_pqal.json
     medmix ingest pad-ufes PAD-UFES-20/        # metadata.csv + images, split by patient
     medmix ingest conversations llava_med.json --task vqa_rad    # LLaVA / ShareGPT conversations
+    medmix ingest hf vqa_rad ./vqa_rad_hf --map image=img          # a Hugging Face dataset on disk
     medmix ingest vqa-rad VQA_RAD/ ; medmix ingest slake Slake1.0/ ; medmix ingest path-vqa data/
     medmix ingest vindr-mammo vindr-mammo/1.0.0/
     medmix ingest mimic-notes NOTEEVENTS.csv.gz               # MIMIC-III radiology findings -> impression
@@ -52,9 +53,11 @@ def add_parser(sub) -> None:
 def add_ingest_subparsers(ksub) -> None:
     """Register every ingest kind under `ksub` (the ingest verb's subparsers)."""
 
-    def common(q: argparse.ArgumentParser, task_help: str, task_default: str | None = None) -> None:
-        q.add_argument("--task", required=task_default is None, default=task_default,
-                       help=task_help + " (see `medmix tasks`)")
+    def common(q: argparse.ArgumentParser, task_help: str, task_default: str | None = None,
+               positional_task: bool = False) -> None:
+        if not positional_task:
+            q.add_argument("--task", required=task_default is None, default=task_default,
+                           help=task_help + " (see `medmix tasks`)")
         q.add_argument("--root", help="shard store directory (default: data.root of the config)")
         q.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                        help="raise: stop at the first bad item, store unchanged (default); "
@@ -139,6 +142,23 @@ def add_ingest_subparsers(ksub) -> None:
     cv.add_argument("--images-root", help="folder the image paths start from (default: the file's folder)")
     common(cv, "task the turns fill, e.g. vqa_rad, slake_vqa, derm_pad, pubmedqa")
 
+    hf = ksub.add_parser("hf", help="a Hugging Face datasets dataset on disk -> rows of any task",
+                         description="A folder written by Dataset(Dict).save_to_disk, or a folder/file "
+                                     "of .parquet/.arrow files (a hub repository's files, downloaded "
+                                     "first: no hub access), with --map FIELD=COLUMN into the task's "
+                                     "fields (answer, question, image, options, context fields, id, "
+                                     "split, group); Image columns give the images, ClassLabel "
+                                     "columns their class names.")
+    hf.add_argument("task", help="registered task the rows fill, e.g. vqa_rad, derm_pad, medqa (see `medmix tasks`)")
+    hf.add_argument("path", help="save_to_disk folder, or a folder / file of .parquet or .arrow files")
+    hf.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN", dest="map",
+                    help="fill a task field from a column (repeatable); a field named like a column "
+                         "needs none")
+    hf.add_argument("--split", default="auto", choices=SPLIT_CHOICES,
+                    help="auto: the dataset's splits (DatasetDict names, file names), a mapped split "
+                         "column, else an 80/10/10 hash of group/image/id; or one split for every row")
+    common(hf, "", positional_task=True)
+
     for name, what in (("vqa-rad", 'VQA-RAD: "VQA_RAD Dataset Public.json" + its image folder; '
                                    'phrase_type test_* -> test'),
                        ("slake", "Slake 1.0: train.json, validate.json, test.json + imgs/"),
@@ -205,6 +225,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.ingest_kind == "conversations":
         from medmix.data.ingest.conversations import ingest_conversations
         summary = ingest_conversations(store, args.paths, images_root=args.images_root, **common)
+    elif args.ingest_kind == "hf":
+        hf = _require("medmix.data.ingest.hf", "medmix ingest hf", "datasets")
+        summary = hf.ingest_hf(store, args.path, mapping=args.map, split=args.split, **common)
     elif args.ingest_kind in ("vqa-rad", "slake", "path-vqa"):
         from medmix.data.ingest.vqa_published import ingest_path_vqa, ingest_slake, ingest_vqa_rad
         if args.ingest_kind == "slake":
