@@ -112,12 +112,11 @@ def test_export_rebuilds_the_hf_tower_without_its_directory(siglip_dir, tmp_path
 
 
 def test_a_timm_model_brings_its_own_patch_size():
-    model = build(vision_timm="vit_small_patch8_224", image_size=32, num_image_tokens=4)
+    model = build(vision_timm="vit_small_patch8_224", image_size=32, num_image_tokens=4, vision_feature_layer=-2)
     assert model.vision.patch_size == 8 and model.vision.grid_size == (4, 4)
+    assert model.vision(pixels(1)).shape == (1, 16, 384)  # the 11th of 12 blocks, every patch
     ids, mask, labels = right_pad([[BOS, 5] + img(1) + [6, 7]], targets=[2])
     assert torch.isfinite(model(ids, mask, labels=labels, pixel_values=pixels(1)).loss)
-    mid = build(vision_timm="vit_small_patch8_224", vision_feature_layer=-2).vision
-    assert mid(pixels(1)).shape == (1, 16, 384)
 
 
 def check(**changes):
