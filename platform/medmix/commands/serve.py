@@ -7,6 +7,7 @@ import dataclasses
 
 from medmix.cli import add_config_args, resolve_config
 from medmix.options import validate
+from medmix.serve.keys import KeysFileError, add_key
 
 
 def add_parser(sub) -> None:
@@ -75,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
         resolve_config(args)  # prints the TOML and exits
     cfg = apply_args(resolve_config(args), args)
     if args.add_key:
-        from medmix.serve.keys import KeysFileError, add_key
         if not cfg.serve.keys_file:
             print("medmix serve --add-key: name the keys file with --keys-file FILE (or --set serve.keys_file=...)")
             return 2

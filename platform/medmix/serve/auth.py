@@ -22,6 +22,8 @@ import math
 import os
 import time
 
+from medmix.serve.keys import AuditLog, Keyring, RateLimiter
+
 TOKEN_ENV = "MEDMIX_API_TOKEN"
 PUBLIC_PATHS = frozenset({"/healthz"})
 
@@ -86,7 +88,6 @@ class BearerAuth:
 
     def __init__(self, app, digest: str | None = None, public_paths=PUBLIC_PATHS, *, keyring=None,
                  limiter=None, audit=None):
-        from medmix.serve.keys import AuditLog, Keyring, RateLimiter
         self.app = app
         self.keyring = keyring if keyring is not None else Keyring(None, digest)
         self.limiter = limiter if limiter is not None else RateLimiter()

@@ -47,9 +47,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medmix.serve.inputs import InputError, Limits, ModelInputs
+from medmix.serve.schemas import GenerationOptions
 
 log = logging.getLogger(__name__)
 
@@ -547,7 +549,6 @@ def now() -> int:
 
 def chat_item(prep, turns: list[Turn], body: ChatCompletionRequest, limits: Limits, spec=None) -> ModelInputs:
     """The model's inputs for a chat request (task prompt or chat rendering); raises ChatError."""
-    from medmix.serve.schemas import GenerationOptions
     max_new = body.max_new or limits.default_max_new_tokens
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     if max_new > limits.max_new_tokens:
@@ -589,7 +590,6 @@ def chat_item(prep, turns: list[Turn], body: ChatCompletionRequest, limits: Limi
             raise ChatError.from_input(exc, param) from None
         item.logprobs = logprobs
         return item
-    import numpy as np
     ids, _ = render_chat(prep.tokenizer, turns, prep.num_image_tokens)
     if len(ids) > prep.max_seq_len - max_new:
         raise ChatError(f"the prompt is {len(ids)} tokens (images: {len(pixels)} x {prep.num_image_tokens}); with "
