@@ -10,6 +10,7 @@
     medmix ingest hf vqa_rad ./vqa_rad_hf --map image=img          # a Hugging Face dataset on disk
     medmix ingest vqa-rad VQA_RAD/ ; medmix ingest slake Slake1.0/ ; medmix ingest path-vqa data/
     medmix ingest vindr-mammo vindr-mammo/1.0.0/
+    medmix ingest cbis-ddsm CBIS-DDSM/ --task mammo_cbis_calc   # description CSVs + DICOMs, published split
     medmix ingest mimic-notes NOTEEVENTS.csv.gz               # MIMIC-III radiology findings -> impression
     medmix ingest mimic-cxr mimic-cxr-jpg/2.0.0/ --task cxr_report --reports-root mimic-cxr/2.0.0/
     medmix ingest reports                      # the IU chest X-ray reports torchxrayvision ships
@@ -179,6 +180,16 @@ def add_ingest_subparsers(ksub) -> None:
     vm.add_argument("folder", help="the release's top folder")
     common(vm, "task", task_default="mammo_vindr")
 
+    cb = ksub.add_parser("cbis-ddsm", help="CBIS-DDSM as published: case description CSVs + DICOMs",
+                         description="{mass,calc}_case_description_{train,test}_set.csv (pathology, "
+                                     "cropped image file path, ...) and the DICOM download (classic or "
+                                     "descriptive folder names); the abnormality's cropped patch, the "
+                                     "published train/test split (val carved by patient).")
+    cb.add_argument("folder", help="the folder holding the CSVs and the DICOM tree (or its CBIS-DDSM/)")
+    cb.add_argument("--image", choices=("cropped", "full"), default="cropped",
+                    help="cropped: the abnormality patch (default, as MultiMedBench); full: the mammogram")
+    common(cb, "mammo_cbis_mass (mass CSVs) or mammo_cbis_calc (calc CSVs)", task_default="mammo_cbis_mass")
+
     mn = ksub.add_parser("mimic-notes", help="MIMIC-III NOTEEVENTS / MIMIC-IV-Note radiology.csv -> findings->impression",
                          description="Radiology reports (CATEGORY Radiology in MIMIC-III's "
                                      "NOTEEVENTS.csv[.gz], or MIMIC-IV-Note's radiology.csv[.gz]): "
@@ -238,6 +249,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.ingest_kind == "vindr-mammo":
         from medmix.data.ingest.vindr_mammo import ingest_vindr_mammo
         summary = ingest_vindr_mammo(store, args.folder, **common)
+    elif args.ingest_kind == "cbis-ddsm":
+        from medmix.data.ingest.cbis_ddsm import ingest_cbis_ddsm
+        summary = ingest_cbis_ddsm(store, args.folder, image=args.image, **common)
     elif args.ingest_kind == "mimic-notes":
         from medmix.data.ingest.mimic_notes import ingest_mimic_notes
         summary = ingest_mimic_notes(store, args.path, **common)

@@ -16,7 +16,7 @@ def run_medmix(code: str) -> subprocess.CompletedProcess:
 def test_every_kind_is_listed_without_pysam():
     done = run_medmix("from medmix.cli import main\nmain(['ingest', '--help'])")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "<dicom|images|qa|medqa|medmcqa|pubmedqa|pad-ufes|conversations|hf|vqa-rad|slake|path-vqa|vindr-mammo|mimic-notes|mimic-cxr|reports|variants|genotypes|volumes>" in done.stdout
+    assert "<dicom|images|qa|medqa|medmcqa|pubmedqa|pad-ufes|conversations|hf|vqa-rad|slake|path-vqa|vindr-mammo|cbis-ddsm|mimic-notes|mimic-cxr|reports|variants|genotypes|volumes>" in done.stdout
 
 
 def test_a_kind_without_its_dependency_names_the_package(tmp_path):

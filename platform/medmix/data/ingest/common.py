@@ -240,7 +240,10 @@ def read_labels_csv(path: str | os.PathLike, required: Sequence[str]) -> list[La
             if not any((v or "").strip() for v in values.values() if isinstance(v, str)):
                 continue  # blank line
             clean = {k: (v.strip() if isinstance(v, str) else v) for k, v in values.items() if k}
-            rows.append(LabelRow(str(p), reader.line_num, clean))
+            # the line the record starts on: quoted values may span lines (CBIS-DDSM's paths end
+            # in a newline), and line_num is where the record ends
+            start = reader.line_num - sum(v.count("\n") for v in values.values() if isinstance(v, str))
+            rows.append(LabelRow(str(p), start, clean))
     if not rows:
         raise IngestError("labels CSV has a header but no rows", source=str(p))
     return rows
