@@ -40,7 +40,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import datasets  # noqa: F401 - imported here so a missing package is one clear line in the CLI
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import Dataset, DatasetDict, Features, load_from_disk
 
 from medmix.data.images import encode_png, square_resize
 from medmix.data.ingest.common import (IngestError, ItemResult, IngestSummary, check_prompt, check_split,
@@ -86,7 +88,6 @@ def split_from_name(name: str) -> str | None:
 
 
 def _features_of(schema) -> Any:
-    from datasets import Features
     try:
         return Features.from_arrow_schema(schema)
     except Exception:  # noqa: BLE001 - a schema datasets cannot type: plain columns then
@@ -113,7 +114,6 @@ def open_source(path: str | Path) -> list[Part]:
 
 
 def _saved_parts(root: Path) -> list[Part]:
-    from datasets import Dataset, DatasetDict, load_from_disk
     try:
         loaded = load_from_disk(str(root))
     except Exception as exc:  # noqa: BLE001 - datasets raises many types for damaged folders
@@ -138,8 +138,6 @@ def _saved_parts(root: Path) -> list[Part]:
 
 
 def _file_part(f: Path, base: Path) -> Part:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     label = str(f)
     try:
         if f.suffix.lower() == ".parquet":
@@ -160,7 +158,6 @@ def _file_part(f: Path, base: Path) -> Part:
 
 def _arrow_file(f: Path):
     """An .arrow file as `datasets` writes them (IPC stream) or an IPC file (Feather v2)."""
-    import pyarrow as pa
     src = pa.memory_map(str(f))  # stays open while the batches are read (zero-copy)
     try:
         reader = pa.ipc.open_stream(src)
