@@ -318,8 +318,11 @@ class RayStream(_Stream):
         """The stream's preprocessing actors, started on first use (and again after one died)."""
         if self._actors is None:
             import ray
+            # "DEFAULT": never captured into the placement group of whoever starts the stream (a
+            # Tune trial's holds 0.01 CPU, a Train worker's its own CPU): the actors would wait
+            # forever for room there
             builder = ray.remote(_Builder).options(
-                num_cpus=self.cfg.num_cpus_per_task, max_concurrency=1,
+                num_cpus=self.cfg.num_cpus_per_task, max_concurrency=1, scheduling_strategy="DEFAULT",
                 label_selector=self._placement.selector if self._placement else None)
             self._actors = [builder.remote(self._spec_kw["spec_blob"]) for _ in range(self.cfg.concurrency)]
         return self._actors
