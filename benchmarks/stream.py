@@ -107,11 +107,12 @@ def stage_costs(store, tok, args, samples: int = 256) -> dict[str, float]:
             "images_per_sample": images / n}
 
 
-def run_stream(store, tok, args, cfg, steps: int, step_time: float = 0.0, skip_first: int = 0) -> dict:
+def run_stream(store, tok, args, cfg, steps: int, step_time: float = 0.0, skip_first: int = 0,
+               use_ray: bool = True) -> dict:
     from medmix.data.stream import build_stream
     plan = build_plan(store, args.batch)
     stream = build_stream(plan, store.root, tok, args.image_size, args.num_image_tokens, cfg,
-                          end_step=steps + skip_first)
+                          end_step=steps + skip_first, use_ray=use_ray)
     samples, waited, t_start = 0, 0.0, None
     for i, batch in enumerate(stream):
         if i == skip_first:
@@ -145,6 +146,12 @@ def main(argv=None) -> dict:
     print(f"stages (ms/sample, 1 core): {json.dumps({k: round(v, 3) for k, v in stages.items()})}", flush=True)
 
     one_core = 1e3 / per_sample_ms
+    # the whole row -> batch path (read, decode, render, collate and pad) in this process, one
+    # core: the same work the pipeline's workers do, without Ray
+    local = run_stream(store, tok, args, StreamConfig(max_seq_len=args.max_seq_len), args.steps, use_ray=False)
+    print(f"in-process build_batch (LocalStream), 1 core: {local['samples_per_s']:.1f} samples/s "
+          f"(stages alone: {one_core:.1f})", flush=True)
+    one_core = local["samples_per_s"]
     engines = [e for e in args.engines.split(",") if e]
     scaling = [int(n) for n in args.scaling.split(",") if n]
     ray.init(address="local", num_cpus=max([args.cpus, 2, *scaling]) + 1, include_dashboard=False,
@@ -181,7 +188,7 @@ def main(argv=None) -> dict:
                   f"{100 * trained[engine]['steady_wait']:.1f}% after step {trained[engine]['after_step']} "
                   f"({100 * trained[engine]['first_wait']:.0f}% in the first window)", flush=True)
     ray.shutdown()
-    result = {"stages": stages, "one_core_samples_per_s": one_core, "engines": per_engine, "scaling": scaled,
+    result = {"stages": stages, "stages_samples_per_s": 1e3 / per_sample_ms, "one_core_samples_per_s": one_core, "engines": per_engine, "scaling": scaled,
               "training": trained}
     if not args.no_write:
         write_results(args, store, rows, result)
@@ -234,7 +241,8 @@ def write_results(args, store, rows: int, r: dict) -> None:
 | read rows (Parquet, grouped by shard) | {st['read_ms']:.2f} ms/sample |
 | decode + pad/resize + normalise ({st['images_per_sample']:.2f} images/sample) | {st['image_ms']:.2f} ms/sample |
 | render + tokenize + labels | {st['text_ms']:.2f} ms/sample |
-| in-process, 1 core | {r['one_core_samples_per_s']:.0f} samples/s |
+| in-process, 1 core: the stages alone | {r['stages_samples_per_s']:.0f} samples/s |
+| in-process, 1 core: whole batches (LocalStream: read, decode, render, collate, pad) | {r['one_core_samples_per_s']:.0f} samples/s (the baseline of the ratios below) |
 """
     for engine, e in r["engines"].items():
         thr, wait = e["throughput"], e["wait"]
