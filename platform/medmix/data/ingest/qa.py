@@ -24,7 +24,7 @@ import json
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from medmix.data.ingest.common import (IngestError, IngestSummary, ItemResult, check_prompt,
                                        check_split, guarded, hash_split, list_files,
@@ -98,6 +98,12 @@ def parse_line(spec: TaskSpec, text: str, *, source: str, line: int) -> Example:
 
 def process_file(spec: TaskSpec, path: str) -> ItemResult:
     """A whole JSONL file: its examples, and its bad lines as errors (in line order)."""
+    return jsonl_examples(path, lambda line, n: parse_line(spec, line, source=path, line=n))
+
+
+def jsonl_examples(path: str, parse: Callable[[str, int], Example]) -> ItemResult:
+    """A JSON-lines file through `parse(line, line_number)`: its examples, and each bad line
+    (or repeated example id) as an error naming the line; an empty file is an error."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -112,7 +118,7 @@ def process_file(spec: TaskSpec, path: str) -> ItemResult:
         if not line.strip():
             continue
         try:
-            ex = parse_line(spec, line, source=path, line=n)
+            ex = parse(line, n)
             if ex.example_id in first_line:
                 raise IngestError(f"duplicate id {ex.example_id!r} (first on line "
                                   f"{first_line[ex.example_id]})", source=path, row=n, field="id")

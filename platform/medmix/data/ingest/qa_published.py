@@ -42,6 +42,7 @@ from typing import Any, Callable, Sequence
 
 from medmix.data.ingest.common import (IngestError, IngestSummary, ItemResult, check_prompt, guarded,
                                        hash_split, list_files, run_parallel, write_ingest)
+from medmix.data.ingest.qa import jsonl_examples
 from medmix.data.schema import Example
 from medmix.data.store import ShardStore
 from medmix.tasks import get_task
@@ -75,36 +76,16 @@ def _distinct(options: list[str], *, source: str, row: int | None, field: str) -
 
 def _json_lines(path: str, parse: Callable[[dict, int], Example]) -> ItemResult:
     """A JSON-lines file -> its examples; each bad line is an error naming the line."""
-    data = Path(path).read_bytes()
-    result = ItemResult(name=path, digest=hashlib.sha256(data).hexdigest())
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise IngestError(f"not UTF-8 text ({exc})", source=path) from None
-    seen: dict[str, int] = {}
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    def record(line: str, n: int) -> Example:
         try:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise IngestError(f"not valid JSON ({exc.msg} at column {exc.colno}); one JSON "
-                                  f"object per line", source=path, row=n) from None
-            if not isinstance(rec, dict):
-                raise IngestError(f"expected a JSON object, got {type(rec).__name__}", source=path, row=n)
-            ex = parse(rec, n)
-            if ex.example_id in seen:
-                raise IngestError(f"duplicate id {ex.example_id!r} (first on line {seen[ex.example_id]})",
-                                  source=path, row=n, field="id")
-        except IngestError as exc:
-            result.errors.append(exc.record())
-            continue
-        seen[ex.example_id] = n
-        result.examples.append(ex)
-    if not result.examples and not result.errors:
-        raise IngestError("empty file: no questions", source=path)
-    return result
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise IngestError(f"not valid JSON ({exc.msg} at column {exc.colno}); one JSON "
+                              f"object per line", source=path, row=n) from None
+        if not isinstance(rec, dict):
+            raise IngestError(f"expected a JSON object, got {type(rec).__name__}", source=path, row=n)
+        return parse(rec, n)
+    return jsonl_examples(path, record)
 
 
 def _mcq(task: str, example_id: str, split: str, question: str, options: list[str], label: int,
