@@ -108,7 +108,7 @@ class MedmixTokenizer:
         names = _hf_special_names(p.parent)
         return cls(tok, bos=names.get("bos") or _find(tok, _BOS_NAMES, BOS),
                    eos=names.get("eos") or _find(tok, _EOS_NAMES, EOS),
-                   pad=_find(tok, _PAD_NAMES, PAD), source=str(p))
+                   pad=_find(tok, _PAD_NAMES, PAD), image=names.get("image") or IMG, source=str(p))
 
     @classmethod
     def _from_object(cls, loc: Location) -> "MedmixTokenizer":
@@ -188,7 +188,8 @@ def _find(tok, names: tuple[str, ...], default: str) -> str:
 
 
 def _hf_special_names(folder: Path) -> dict[str, str]:
-    """bos/eos named by a Hugging Face model directory's tokenizer_config.json, if any."""
+    """bos/eos (and the image token, e.g. a LLaVA's `<image>`) named by a Hugging Face model
+    directory's tokenizer_config.json, if any."""
     out: dict[str, str] = {}
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         f = folder / name
@@ -198,7 +199,7 @@ def _hf_special_names(folder: Path) -> dict[str, str]:
             data = json.loads(f.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        for key in ("bos", "eos"):
+        for key in ("bos", "eos", "image"):
             v = data.get(f"{key}_token")
             v = v.get("content") if isinstance(v, dict) else v
             if isinstance(v, str) and v and key not in out:
