@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from medmix.model.llava import is_llava_dir, llava_settings
 from medmix.options import ConfigError, option
 
 SCALES = ("debug", "tiny", "small", "base", "large")
@@ -75,10 +76,17 @@ class ModelConfig:
     vision_feature_layer: int = option(-1, "tower layer whose patch tokens go to the projector: -1 = the final "
                                            "output (with the tower's last norm), -2 = the second-to-last "
                                            "block's output (LLaVA), k >= 1 = after block k", ge=-64, le=64)
+    llava_path: str = option("", "local LlavaForConditionalGeneration directory (weights, config, processor, "
+                                 "tokenizer) to start from: sets model.vision_path, decoder_path and "
+                                 "projector_path to it, projector = llava, and image_size, num_image_tokens "
+                                 "(one per patch) and vision_feature_layer from its config.json, so the model "
+                                 "computes what the LLaVA does; pkg:<package>/<dir> = inside an installed package")
     freeze_vision: bool = option(False, "keep the vision encoder's weights fixed during training")
     dropout: float = option(0.0, "dropout in the projector and the attention of a scale-built decoder (a pretrained one keeps its own)", ge=0, lt=1)
 
     def validate(self) -> None:
+        if self.llava_path:
+            self._apply_llava()
         if self.vision_feature_layer == 0:
             raise ConfigError("model.vision_feature_layer = 0 is the patch embeddings, before any block; "
                               "use -1 (final output), -2 (LLaVA) or a block number >= 1")
@@ -96,3 +104,21 @@ class ModelConfig:
             raise ConfigError(f"model.num_image_tokens = {self.num_image_tokens} is more than the "
                               f"{patches} patches a {self.image_size} px image has; lower it or raise "
                               f"model.image_size")
+
+    def _apply_llava(self) -> None:
+        """Fill the keys `llava_path` sets (see medmix.model.llava); a key that names another
+        source for the same part is an error naming both."""
+        for key in ("vision_path", "decoder_path", "projector_path"):
+            value = getattr(self, key)
+            if value and value != self.llava_path:
+                raise ConfigError(f"model.llava_path = {self.llava_path!r} supplies the {key.split('_')[0]}, "
+                                  f"but model.{key} = {value!r} names another; drop one of them")
+        for key in ("vision_timm", "vision_checkpoint"):
+            if getattr(self, key):
+                raise ConfigError(f"model.llava_path = {self.llava_path!r} supplies the vision tower, but "
+                                  f"model.{key} = {getattr(self, key)!r} names a timm one; drop one of them")
+        if self.vision_path == self.decoder_path == self.projector_path == self.llava_path \
+                and not is_llava_dir(self.llava_path):
+            return  # filled in already (an export's or checkpoint's config, read where the LLaVA is not)
+        for key, value in llava_settings(self.llava_path).items():
+            setattr(self, key, value)

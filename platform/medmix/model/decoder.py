@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from medmix.model.config import ModelConfig
+from medmix.model.llava import DECODER_KEYS, LLAVA_TYPE, is_llava_dir
 from medmix.model.paths import is_gguf, resolve_local_path
 from medmix.model.scales import resolve_scales
 
@@ -44,17 +45,36 @@ def _hf_location(path: Path) -> tuple[str, dict]:
 
 
 def load_decoder_config(ref: str):
-    """The transformers config of a pretrained decoder (reads metadata only, no weights)."""
+    """The transformers config of a pretrained decoder (reads metadata only, no weights); a
+    LLaVA directory's `text_config`."""
     from transformers import AutoConfig
     where, extra = _hf_location(resolve_local_path(ref, what="model.decoder_path"))
-    return AutoConfig.from_pretrained(where, local_files_only=True, **extra)
+    config = AutoConfig.from_pretrained(where, local_files_only=True, **extra)
+    if config.model_type == LLAVA_TYPE:
+        text = config.text_config
+        # LLaVA keeps the tie flag at the top level for some language models
+        text.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False) or text.tie_word_embeddings)
+        return text
+    return config
 
 
 def load_pretrained_decoder(ref: str) -> nn.Module:
-    """`AutoModelForCausalLM.from_pretrained` on a local directory or GGUF file, fp32."""
+    """`AutoModelForCausalLM.from_pretrained` on a local directory or GGUF file, fp32; from a
+    LLaVA directory, its language model and `lm_head`."""
     from transformers import AutoModelForCausalLM
-    where, extra = _hf_location(resolve_local_path(ref, what="model.decoder_path"))
-    return AutoModelForCausalLM.from_pretrained(where, local_files_only=True, dtype=torch.float32, **extra)
+    path = resolve_local_path(ref, what="model.decoder_path")
+    where, extra = _hf_location(path)
+    if not is_llava_dir(path):
+        return AutoModelForCausalLM.from_pretrained(where, local_files_only=True, dtype=torch.float32, **extra)
+    decoder, info = AutoModelForCausalLM.from_pretrained(
+        where, config=load_decoder_config(ref), local_files_only=True, dtype=torch.float32,
+        key_mapping=DECODER_KEYS, output_loading_info=True)
+    missing = sorted(k for k in info["missing_keys"]
+                     if not (k == "lm_head.weight" and decoder.config.tie_word_embeddings))
+    if missing:
+        raise ValueError(f"model.decoder_path {path}: the LLaVA's weights lack language-model tensors "
+                         f"{missing[:5]}{'...' if len(missing) > 5 else ''}")
+    return decoder
 
 
 def build_decoder(cfg: ModelConfig, vocab_size: int, *, pad_token_id: int | None = None,

@@ -6,7 +6,9 @@
 A scale-ladder or timm tower takes ImageNet statistics at `model.image_size` (what medmix has
 always fed its ViTs). A Hugging Face tower (`model.vision_path`) takes its own processor's:
 `preprocessor_config.json`'s `image_mean`, `image_std` and size (`size.height` /
-`size.shortest_edge` / `crop_size`), as SigLIP, CLIP and LLaVA processors write them. The same
+`size.shortest_edge` / `crop_size`), as SigLIP, CLIP and LLaVA processors write them (a
+LLaVA processor saved by transformers 5 keeps them under `image_processor` in
+`processor_config.json`). The same
 three numbers reach training (the stream's BatchSpec), evaluation and serving (the export
 records them as `meta.image_mean` / `meta.image_std`), so a model sees identical inputs in all
 three. medmix's images are square (ingest pads and resizes them), on which CLIP's
@@ -28,6 +30,7 @@ from medmix.options import ConfigError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PREPROCESSOR_FILE = "preprocessor_config.json"
+PROCESSOR_FILE = "processor_config.json"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class ImagePreprocess:
 def read_preprocessor(directory: Path) -> ImagePreprocess:
     """The size/mean/std a Hugging Face `preprocessor_config.json` in `directory` describes."""
     path = directory / PREPROCESSOR_FILE
+    if not path.is_file() and (directory / PROCESSOR_FILE).is_file():
+        path = directory / PROCESSOR_FILE  # a multimodal processor (LLaVA) holds its image processor
     if not path.is_file():
         raise ConfigError(f"model.vision_path {directory}: no {PREPROCESSOR_FILE}; the tower's own "
                           f"preprocessing (size, image_mean, image_std) must come with it (save the "
@@ -50,6 +55,11 @@ def read_preprocessor(directory: Path) -> ImagePreprocess:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    if path.name == PROCESSOR_FILE:
+        if not isinstance(data.get("image_processor"), dict):
+            raise ConfigError(f"{path}: holds no image_processor; save the model's processor with "
+                              f"save_pretrained")
+        data = data["image_processor"]
     size = data.get("crop_size") if data.get("do_center_crop") else data.get("size")
     if isinstance(size, dict):
         side = size.get("height") or size.get("shortest_edge") or size.get("width")

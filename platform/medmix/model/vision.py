@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from medmix.model.config import ModelConfig
+from medmix.model.llava import VISION_KEYS, is_llava_dir
 from medmix.model.paths import resolve_local_path
 from medmix.model.scales import VisionScale, resolve_scales
 
@@ -226,11 +227,18 @@ def _build_hf(cfg: ModelConfig, load_pretrained: bool) -> HFVision:
         raise ValueError(f"model.vision_path {path}: no transformers model for model_type "
                          f"{config.model_type!r} ({exc})") from None
     if load_pretrained:
+        # a LLaVA directory holds the tower under vision_tower.*: key_mapping strips the prefix
+        llava = is_llava_dir(path)
         try:
-            tower = type(tower).from_pretrained(str(path), config=config, local_files_only=True,
-                                                dtype=torch.float32)
+            tower, info = type(tower).from_pretrained(str(path), config=config, local_files_only=True,
+                                                      dtype=torch.float32, output_loading_info=True,
+                                                      key_mapping=VISION_KEYS if llava else None)
         except OSError as exc:
             raise ValueError(f"model.vision_path {path}: cannot read the tower's weights ({exc})") from None
+        if llava and info["missing_keys"]:
+            missing = sorted(info["missing_keys"])
+            raise ValueError(f"model.vision_path {path}: the LLaVA's weights lack vision_tower tensors "
+                             f"{missing[:5]}{'...' if len(missing) > 5 else ''}")
     side = int(_side(config.image_size))
     if side != cfg.image_size:
         raise ValueError(f"model.image_size = {cfg.image_size}, but the tower at {path} takes {side} px "
