@@ -32,6 +32,10 @@ class TokenizerConfig:
                        "<store root>/tokenizer/tokenizer.json (trained on the store)")
     vocab_size: int = option(4096, "BPE vocabulary size when training on the store's text", ge=64, le=1_000_000)
     min_frequency: int = option(2, "minimum pair frequency for a BPE merge", ge=1)
+    chat_template: str = option("auto", "auto: when the decoder's tokenizer has a chat template, prompts are "
+                                "rendered through it (system / user / assistant turns) in training, evaluation "
+                                "and serving alike; none: medmix's plain Instructions/Q:/A: prompts",
+                                choices=("auto", "none"))
 
 
 @dataclass

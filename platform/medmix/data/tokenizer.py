@@ -14,8 +14,14 @@ are encoded as ordinary bytes (`encode_special_tokens`), so a prompt that *menti
 `medmix.data.encode` inserts image ids, at the positions it chooses.
 
 A decoder with its own tokenizer keeps it (`tokenizer.path` = a tokenizer.json, a Hugging
-Face model directory or a .gguf file); `<img>` and `<pad>` are added when missing, and the
-decoder's own BOS/EOS are used.
+Face model directory — `tokenizer.json`, or SentencePiece's `tokenizer.model` alone — or a
+.gguf file); `<img>` and `<pad>` are added when missing, and the decoder's own BOS/EOS are used.
+
+Its chat template comes along (`chat_template.jinja` beside tokenizer.json, tokenizer_config.json's
+`chat_template`, a GGUF's `tokenizer.chat_template`) unless `tokenizer.chat_template = "none"`;
+with one, prompts are rendered through it (`medmix.data.chat`), EOS is the template's end-of-turn
+token, and `save()` writes the template beside tokenizer.json, so an export carries it to
+evaluation and serving.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from medmix.data.chat import end_of_turn
 from medmix.data.config import TokenizerConfig
 from medmix.model.paths import resolve_local_path
 from medmix.storage import Location, is_uri, location
@@ -38,6 +45,9 @@ SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMG)
 TOKENIZER_DIR = "tokenizer"
 TOKENIZER_FILE = "tokenizer.json"
 META_FILE = "tokenizer.meta.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+SENTENCEPIECE_FILE = "tokenizer.model"
+CHAT_TEMPLATE_MODES = ("auto", "none")
 
 # Names other tokenizers give their control tokens, most specific first.
 _BOS_NAMES = (BOS, "<s>", "<|begin_of_text|>", "<|startoftext|>", "[CLS]")
@@ -61,7 +71,7 @@ class MedmixTokenizer:
     """
 
     def __init__(self, tokenizer, *, bos: str, eos: str, pad: str = PAD, image: str = IMG,
-                 source: str = "<memory>"):
+                 source: str = "<memory>", chat_template: str | None = None):
         from tokenizers import AddedToken
         special = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
         missing = [t for t in dict.fromkeys((image, pad, bos, eos)) if t not in special]
@@ -72,7 +82,16 @@ class MedmixTokenizer:
         self._tok = tokenizer
         self._names = {"bos": bos, "eos": eos, "pad": pad, "image": image}
         self.source = source
+        self.chat_template = chat_template or None
+        """The Jinja chat template prompts are rendered through (None: medmix's plain prompts)."""
+        if self.chat_template:
+            turn_end = end_of_turn(self.chat_template, self._markup(), bos=bos, eos=eos, source=source)
+            self._names["turn_end"] = turn_end or eos
         self._setup()
+
+    def _markup(self) -> tuple[str, ...]:
+        skip = {self._names["image"], self._names["pad"]}
+        return tuple(sorted({t.content for t in self._tok.get_added_tokens_decoder().values()} - skip))
 
     def _setup(self) -> None:
         # Not serialised by `tokenizers`: must be set again after every load/unpickle.
@@ -80,26 +99,53 @@ class MedmixTokenizer:
         self._tok.no_padding()
         self._tok.no_truncation()
         self.bos_id = self._tok.token_to_id(self._names["bos"])
-        self.eos_id = self._tok.token_to_id(self._names["eos"])
+        # with a chat template an answer ends with the template's end-of-turn token
+        self.eos_id = self._tok.token_to_id(self._names.get("turn_end") or self._names["eos"])
         self.pad_id = self._tok.token_to_id(self._names["pad"])
         self.image_token_id = self._tok.token_to_id(self._names["image"])
-        self.digest = _sha256_text(self._tok.to_str())
+        self.markup_tokens = self._markup()
+        """Added tokens a chat template writes as themselves (control tokens), not as text."""
+        text = self._tok.to_str()
+        self.digest = _sha256_text(text + "\0" + self.chat_template if self.chat_template else text)
+
+    @property
+    def bos_token(self) -> str:
+        return self._names["bos"]
+
+    @property
+    def eos_token(self) -> str:
+        """The tokenizer's own EOS string (what a chat template sees as `eos_token`)."""
+        return self._names["eos"]
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
-    def from_file(cls, path: str | os.PathLike | Location) -> "MedmixTokenizer":
-        """A tokenizer.json, a directory holding one (a Hugging Face model), or a .gguf file;
-        a tokenizer.json on object storage too (a store's own, `s3://…/tokenizer/tokenizer.json`)."""
+    def from_file(cls, path: str | os.PathLike | Location, chat_template: str = "auto") -> "MedmixTokenizer":
+        """A tokenizer.json, a directory holding one (a Hugging Face model) or only SentencePiece's
+        tokenizer.model, or a .gguf file; a tokenizer.json on object storage too (a store's own,
+        `s3://…/tokenizer/tokenizer.json`).
+
+        Args:
+            chat_template: "auto" keeps the chat template found with the tokenizer; "none" drops it.
+        """
+        if chat_template not in CHAT_TEMPLATE_MODES:
+            raise TokenizerError(f"tokenizer.chat_template = {chat_template!r}: use one of "
+                                 f"{', '.join(CHAT_TEMPLATE_MODES)}")
+        use = chat_template == "auto"
         if is_uri(path) or (isinstance(path, Location) and not path.is_local):
             return cls._from_object(location(path))
         p = Path(path)
         if p.suffix == ".gguf":
-            return cls._from_gguf(p)
+            return cls._from_gguf(p, use)
+        if p.name == SENTENCEPIECE_FILE and p.is_file():
+            p = p.parent
         if p.is_dir():
+            if not (p / TOKENIZER_FILE).is_file() and (p / SENTENCEPIECE_FILE).is_file():
+                return cls._from_sentencepiece(p, use)
             p = p / TOKENIZER_FILE
         if not p.is_file():
             raise TokenizerError(f"{p}: no tokenizer here (train one with `medmix tokenizer train`, "
-                                 f"or set tokenizer.path to a tokenizer.json, model directory or .gguf)")
+                                 f"or set tokenizer.path to a tokenizer.json, a model directory with "
+                                 f"tokenizer.json or tokenizer.model, or a .gguf)")
         from tokenizers import Tokenizer
         try:
             tok = Tokenizer.from_file(str(p))
@@ -108,7 +154,35 @@ class MedmixTokenizer:
         names = _hf_special_names(p.parent)
         return cls(tok, bos=names.get("bos") or _find(tok, _BOS_NAMES, BOS),
                    eos=names.get("eos") or _find(tok, _EOS_NAMES, EOS),
-                   pad=_find(tok, _PAD_NAMES, PAD), image=names.get("image") or IMG, source=str(p))
+                   pad=_find(tok, _PAD_NAMES, PAD), image=names.get("image") or IMG, source=str(p),
+                   chat_template=_hf_chat_template(p.parent) if use else None)
+
+    @classmethod
+    def _from_sentencepiece(cls, folder: Path, use_template: bool) -> "MedmixTokenizer":
+        """A Hugging Face directory with SentencePiece's tokenizer.model and no tokenizer.json:
+        transformers converts it (tokenizer_config.json names the class; Llama's by default)."""
+        try:
+            import sentencepiece  # noqa: F401 - transformers' converter needs it
+        except ImportError as exc:
+            raise TokenizerError(f"{folder / SENTENCEPIECE_FILE}: a SentencePiece tokenizer needs the "
+                                 f"`sentencepiece` package (pip install sentencepiece)") from exc
+        from transformers import AutoTokenizer, LlamaTokenizer
+        try:
+            if (folder / "tokenizer_config.json").is_file():
+                hf = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            else:
+                hf = LlamaTokenizer(vocab_file=str(folder / SENTENCEPIECE_FILE))
+        except Exception as exc:  # noqa: BLE001 - converters raise many kinds
+            raise TokenizerError(f"{folder / SENTENCEPIECE_FILE}: transformers could not load this "
+                                 f"SentencePiece tokenizer ({type(exc).__name__}: {exc})") from exc
+        tok = getattr(hf, "backend_tokenizer", None)
+        if tok is None:
+            raise TokenizerError(f"{folder / SENTENCEPIECE_FILE}: transformers gave no fast tokenizer for it")
+        template = (_hf_chat_template(folder) or _as_template(getattr(hf, "chat_template", None))) \
+            if use_template else None
+        return cls(tok, bos=hf.bos_token or _find(tok, _BOS_NAMES, BOS),
+                   eos=hf.eos_token or _find(tok, _EOS_NAMES, EOS), pad=_find(tok, _PAD_NAMES, PAD),
+                   source=str(folder / SENTENCEPIECE_FILE), chat_template=template)
 
     @classmethod
     def _from_object(cls, loc: Location) -> "MedmixTokenizer":
@@ -123,7 +197,7 @@ class MedmixTokenizer:
                    pad=_find(tok, _PAD_NAMES, PAD), source=loc.uri)
 
     @classmethod
-    def _from_gguf(cls, path: Path) -> "MedmixTokenizer":
+    def _from_gguf(cls, path: Path, use_template: bool = True) -> "MedmixTokenizer":
         if not path.is_file():
             raise TokenizerError(f"{path}: no such GGUF file")
         from transformers import AutoTokenizer  # only GGUF needs transformers' converter
@@ -131,7 +205,9 @@ class MedmixTokenizer:
         tok = hf.backend_tokenizer
         bos = hf.bos_token or _find(tok, _BOS_NAMES, BOS)
         eos = hf.eos_token or _find(tok, _EOS_NAMES, EOS)
-        return cls(tok, bos=bos, eos=eos, pad=_find(tok, _PAD_NAMES, PAD), source=str(path))
+        template = _as_template(getattr(hf, "chat_template", None)) if use_template else None
+        return cls(tok, bos=bos, eos=eos, pad=_find(tok, _PAD_NAMES, PAD), source=str(path),
+                   chat_template=template)
 
     @classmethod
     def from_str(cls, text: str, **names: str) -> "MedmixTokenizer":
@@ -140,13 +216,15 @@ class MedmixTokenizer:
 
     # -- pickling: Ray ships the tokenizer to preprocessing tasks --------------------------
     def __getstate__(self) -> dict:
-        return {"json": self._tok.to_str(), "names": self._names, "source": self.source}
+        return {"json": self._tok.to_str(), "names": self._names, "source": self.source,
+                "chat_template": self.chat_template}
 
     def __setstate__(self, state: dict) -> None:
         from tokenizers import Tokenizer
         self._tok = Tokenizer.from_str(state["json"])
         self._names = state["names"]
         self.source = state["source"]
+        self.chat_template = state.get("chat_template")
         self._setup()
 
     # -- use ---------------------------------------------------------------------------------
@@ -169,9 +247,16 @@ class MedmixTokenizer:
         return self._tok.to_str()
 
     def save(self, path: str | os.PathLike | Location) -> str:
-        """Write the canonical JSON atomically (local or object storage); returns its sha256."""
+        """Write the canonical JSON atomically (local or object storage), and the chat template
+        beside it as chat_template.jinja when there is one; returns the JSON's sha256."""
         text = self._tok.to_str()
-        location(path).write_text(text)
+        loc = location(path)
+        loc.write_text(text)
+        beside = loc.with_name(CHAT_TEMPLATE_FILE)
+        if self.chat_template:
+            beside.write_text(self.chat_template)
+        elif beside.exists():
+            beside.delete()  # a stale template would change how the saved tokenizer prompts
         return _sha256_text(text)
 
     def __len__(self) -> int:
@@ -180,7 +265,7 @@ class MedmixTokenizer:
     def __repr__(self) -> str:
         return (f"MedmixTokenizer({len(self)} tokens, bos={self.bos_id} eos={self.eos_id} "
                 f"pad={self.pad_id} image={self.image_token_id}, digest={self.digest[:12]}, "
-                f"from {self.source})")
+                f"{'chat template, ' if self.chat_template else ''}from {self.source})")
 
 
 def _find(tok, names: tuple[str, ...], default: str) -> str:
@@ -205,6 +290,34 @@ def _hf_special_names(folder: Path) -> dict[str, str]:
             if isinstance(v, str) and v and key not in out:
                 out[key] = v
     return out
+
+
+def _as_template(value) -> str | None:
+    """A chat template as transformers/tokenizer_config.json hold it: a string, or a list of
+    named templates ({"name", "template"}) of which medmix uses "default"."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, dict):
+        return _as_template(value.get("default"))
+    if isinstance(value, list):
+        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+        return _as_template(named.get("default"))
+    return None
+
+
+def _hf_chat_template(folder: Path) -> str | None:
+    """A Hugging Face tokenizer directory's chat template: chat_template.jinja, else
+    tokenizer_config.json's `chat_template`."""
+    f = folder / CHAT_TEMPLATE_FILE
+    if f.is_file():
+        return _as_template(f.read_text(encoding="utf-8"))
+    cfg = folder / "tokenizer_config.json"
+    if cfg.is_file():
+        try:
+            return _as_template(json.loads(cfg.read_text()).get("chat_template"))
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return None
+    return None
 
 
 # -- training on the store ---------------------------------------------------------------
@@ -237,8 +350,10 @@ def resolve_path(tcfg: TokenizerConfig, store_root: str | os.PathLike | Location
 
 def load_tokenizer(tcfg: TokenizerConfig, store_root: str | os.PathLike | Location,
                    decoder_path: str = "") -> MedmixTokenizer:
-    """The tokenizer a config means (see `resolve_path`)."""
-    return MedmixTokenizer.from_file(resolve_path(tcfg, store_root, decoder_path))
+    """The tokenizer a config means (see `resolve_path`), with its chat template unless
+    `tokenizer.chat_template = "none"`."""
+    return MedmixTokenizer.from_file(resolve_path(tcfg, store_root, decoder_path),
+                                     chat_template=tcfg.chat_template)
 
 
 def ensure_tokenizer(tcfg: TokenizerConfig, store_root: str | os.PathLike | Location,

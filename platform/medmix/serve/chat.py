@@ -16,7 +16,9 @@ Prompts. With `medmix.task`, the request is that task's single-turn prompt, rend
 task registry exactly as in training: the one user message's text is the `question` (left
 out, the task's default question applies), its images are the task's images, and
 `medmix.inputs` fills the task's other fields (`condition`, `options`, `view`, ...). Without
-it, a plain chat rendering in the style the model was trained on:
+it, the messages go through the decoder's chat template when the model has one (its own
+system/user/assistant format, as training rendered task prompts), else a plain chat
+rendering in the style the model was trained on:
 
     Instructions: <system / developer text>
     Q: <user text, images where their parts are>
@@ -50,6 +52,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from medmix.data.chat import IMAGE, chat_prompt_ids
+from medmix.data.chat import Message as TemplateMessage
+from medmix.data.encode import uses_chat_template
 from medmix.serve.inputs import InputError, Limits, ModelInputs
 from medmix.serve.schemas import GenerationOptions
 
@@ -325,8 +330,12 @@ def parse_turns(messages: list[Message], limits: Limits) -> list[Turn]:
 
 
 def render_chat(tok, turns: list[Turn], num_image_tokens: int) -> tuple[list[int], int]:
-    """[bos] + the plain chat rendering (see the module docstring) as ids; returns (ids, images).
+    """[bos] + the plain chat rendering (see the module docstring) as ids, or the turns through the
+    model's chat template when its tokenizer has one (as in training); returns (ids, images).
     Image parts become runs of `num_image_tokens` image ids where they stood; text never does."""
+    if uses_chat_template(tok):
+        messages = [TemplateMessage(t.role, _template_pieces(t)) for t in turns]
+        return chat_prompt_ids(tok, messages, num_image_tokens), sum(len(t.images) for t in turns)
     segments: list[str | None] = []  # None = one image slot
 
     def text(s: str) -> None:
@@ -356,6 +365,22 @@ def render_chat(tok, turns: list[Turn], num_image_tokens: int) -> tuple[list[int
     for seg in segments:
         ids.extend([tok.image_token_id] * num_image_tokens if seg is None else tok.encode(seg))
     return ids, images
+
+
+def _template_pieces(turn: Turn) -> tuple[str | None, ...]:
+    """A turn's content for a chat template: texts stripped and joined by a space, images in place."""
+    pieces: list[str | None] = []
+    for piece in turn.pieces:
+        if isinstance(piece, bytes):
+            if pieces and isinstance(pieces[-1], str):
+                pieces[-1] += " "
+            pieces.append(IMAGE)
+        elif piece.strip():
+            if pieces and isinstance(pieces[-1], str):
+                pieces[-1] += " " + piece.strip()
+            else:
+                pieces.append(piece.strip() if not pieces else " " + piece.strip())
+    return tuple(pieces)
 
 
 def task_inputs(turns: list[Turn], ext: MedmixExtension) -> tuple[dict[str, Any], list[tuple[bytes, str]]]:

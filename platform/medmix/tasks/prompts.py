@@ -77,18 +77,45 @@ def render_prompt(spec: TaskSpec, context: dict[str, Any], num_images: int | Non
         num_images: images the example carries (default: 1 for image tasks, 0 otherwise).
         exemplar: include the one-shot exemplar (the paper's framing; on by default).
     """
-    if num_images is None:
-        num_images = 1 if spec.has_image else 0
-    if spec.has_image and not spec.multi_image and num_images != 1:
-        raise ValueError(f"task {spec.name} takes exactly one image per example, got {num_images}")
-    if not spec.has_image and num_images:
-        raise ValueError(f"task {spec.name} is text-only, got {num_images} image(s)")
+    num_images = _image_count(spec, num_images)
     parts = [f"Instructions: {spec.instruction}"]
     if exemplar:
         ex = spec.exemplar
         parts.append(render_example(spec, ex.context, ex.num_images) + " " + ex.target)
     parts.append(render_example(spec, context, num_images))
     return "\n".join(parts)
+
+
+def _image_count(spec: TaskSpec, num_images: int | None) -> int:
+    if num_images is None:
+        num_images = 1 if spec.has_image else 0
+    if spec.has_image and not spec.multi_image and num_images != 1:
+        raise ValueError(f"task {spec.name} takes exactly one image per example, got {num_images}")
+    if not spec.has_image and num_images:
+        raise ValueError(f"task {spec.name} is text-only, got {num_images} image(s)")
+    return num_images
+
+
+def prompt_turns(spec: TaskSpec, context: dict[str, Any], num_images: int | None = None,
+                 *, exemplar: bool = True) -> tuple[str, list[tuple[str, str]]]:
+    """The same prompt as chat turns, for a decoder with a chat template: (system, turns).
+
+    The system message is the instruction; the exemplar is a user turn and its answer an
+    assistant turn; the example is the last user turn. Each block is `render_example`'s without
+    its closing "A:" (the assistant's turn takes its place).
+    """
+    num_images = _image_count(spec, num_images)
+    turns: list[tuple[str, str]] = []
+    if exemplar:
+        ex = spec.exemplar
+        turns += [("user", _question_block(spec, ex.context, ex.num_images)), ("assistant", ex.target.strip())]
+    turns.append(("user", _question_block(spec, context, num_images)))
+    return spec.instruction, turns
+
+
+def _question_block(spec: TaskSpec, context: dict[str, Any], num_images: int) -> str:
+    block = render_example(spec, context, num_images)
+    return block[:-len("A:")].rstrip("\n") if block.endswith("A:") else block
 
 
 def render_target(spec: TaskSpec, target: str) -> str:
