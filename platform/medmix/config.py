@@ -173,8 +173,19 @@ def from_dict(cls: type, data: dict, prefix: str) -> Any:
                           f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(known))}")
     kwargs = {}
     for name, value in data.items():
+        moved = RETYPED.get(prefix + name)
+        if moved and isinstance(value, moved[0]):
+            raise ConfigError(f"{prefix}{name} = {value!r}: {moved[1]}")
         kwargs[name] = _coerce(hints[name], value, prefix + name)
     return cls(**kwargs)
+
+
+# keys whose value changed type: the old form gets an error that says where it went
+RETYPED: dict[str, tuple[type, str]] = {
+    "sweep.objective": (dict, "sweep.objective now names the aggregate (mean_normalised, worst_task, "
+                              "weighted or loss); a metric -> weight table goes in sweep.objective_metrics, "
+                              "with sweep.objective = \"loss\""),
+}
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:

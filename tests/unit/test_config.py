@@ -76,14 +76,14 @@ def test_a_child_preset_replaces_a_map_field_whole_and_merges_sections(tmp_path)
     `mixture.weights` do not leak into the child's, while other mixture keys still merge."""
     parent = tmp_path / "parent.toml"
     parent.write_text('[mixture]\nmode = "random"\nweights = { medqa = 1.0, cxr_report = 0.6 }\n'
-                      '[sweep]\nobjective = { val_loss = 1.0 }\n')
+                      '[sweep]\nobjective_metrics = { val_loss = 1.0 }\n')
     child = tmp_path / "child.toml"
     child.write_text(f'extends = "{parent}"\n[mixture]\nweights = {{ vqa_rad = 2.0 }}\n'
-                     '[sweep]\nobjective = { "auc/cxr_classify" = 1.0 }\n')
+                     '[sweep]\nobjective_metrics = { "auc/cxr_classify" = 1.0 }\n')
     cfg = load_config(str(child))
     assert cfg.mixture.weights == {"vqa_rad": 2.0}
     assert cfg.mixture.mode == "random"
-    assert cfg.sweep.objective == {"auc/cxr_classify": 1.0}
+    assert cfg.sweep.objective_metrics == {"auc/cxr_classify": 1.0}
 
 
 def test_every_map_field_declares_it_is_replaced_whole():

@@ -28,6 +28,9 @@ class TrainConfig:
     log_every: int = option(5, "report metrics every N steps", ge=1)
     eval_every: int = option(10, "validation loss per task every N steps (0 = only at the end)", ge=0)
     eval_batches: int = option(2, "validation batches per task per evaluation", ge=1)
+    eval_scores: bool = option(False, "at every evaluation also score each task on its fixed validation subset "
+                                      "with bootstrap intervals (sweep.eval_rows, sweep.objective; sweep trials "
+                                      "turn it on)")
     checkpoint_every: int = option(10, "save a checkpoint every N steps (and at the end)", ge=1)
     keep_last: int = option(2, "checkpoints kept besides the best", ge=1)
     storage_path: str = option("medmix-runs/checkpoints", "where Ray Train writes run directories (local, NFS or s3://)")

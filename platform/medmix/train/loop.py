@@ -17,6 +17,7 @@ import torch
 from medmix.config import MedmixConfig, config_from_dict, to_dict
 from medmix.data.stream import build_rank_stream
 from medmix.data.tokenizer import load_tokenizer
+from medmix.evaluate.trial import TrialScorer
 from medmix.lineage.tracker import build_tracker
 from medmix.model import build_model
 from medmix.model.trainable import apply_trainable
@@ -63,10 +64,13 @@ def build_trainer(cfg: MedmixConfig, *, rank: int, world_size: int, device: torc
     optimizer = build_optimizer(model, cfg.train, fused=on_gpu)
     stream = build_rank_stream(cfg, tokenizer, rank=rank, world_size=world_size, use_ray=use_ray_data)
     config = to_dict(cfg)
+    scorer = (TrialScorer.build(cfg, tokenizer, stream.store, stream.spec, list(stream.plan.active))
+              if cfg.train.eval_scores else None)
     trainer = Trainer(model, optimizer, stream, cfg.train, device=device, rank=rank, world_size=world_size,
                       callbacks=callbacks or [], flops_per_token=flops_per_token,
                       checkpoint_meta=lambda: {"config": config, "run_id": run_id,
-                                               "tokenizer_digest": tokenizer.digest})
+                                               "tokenizer_digest": tokenizer.digest},
+                      scorer=scorer)
     if checkpoint is not None:
         trainer.restore(checkpoint)
     return trainer

@@ -13,7 +13,8 @@ One step is
     batch -> forward -> loss / global target tokens -> backward -> clip -> AdamW step
 
 and every `log_every` steps the window's sums are reduced across ranks into metrics; every
-`eval_every` steps (and at every checkpoint) validation loss per task is added; every
+`eval_every` steps (and at every checkpoint) validation loss per task is added (and, given a
+`scorer`, each task's score on its fixed validation subset with confidence intervals); every
 `checkpoint_every` steps (and at the end) all ranks save one DCP checkpoint together into a
 temporary directory that the callbacks' `post_checkpoint` persist (Ray Train uploads it).
 
@@ -87,7 +88,8 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, stream: TrainStream,
                  train_cfg: TrainConfig, *, device: torch.device, rank: int = 0, world_size: int = 1,
                  callbacks: Iterable[Callback] = (), flops_per_token: float = 0.0,
-                 checkpoint_meta: Callable[[], dict[str, Any]] | None = None):
+                 checkpoint_meta: Callable[[], dict[str, Any]] | None = None,
+                 scorer: Callable[[torch.nn.Module], dict[str, float]] | None = None):
         self.model = model
         self.optimizer = optimizer
         self.stream = stream
@@ -98,6 +100,8 @@ class Trainer:
         self.callbacks = sorted(callbacks, key=lambda c: c.order)
         self.flops_per_token = flops_per_token
         self.checkpoint_meta = checkpoint_meta or (lambda: {})
+        self.scorer = scorer
+        """Per-task scores on a fixed validation subset, added to every evaluation (sweep trials)."""
         self.step = 0
         self.parent_checkpoint: str | None = None
         self.val_batches = stream.validation_batches(train_cfg.eval_batches)
@@ -144,6 +148,8 @@ class Trainer:
         out = {f"val_loss/{task}": value for task, value in self._per_task_loss(total).items()}
         if out:
             out["val_loss"] = sum(out.values()) / len(out)  # mean over tasks: small tasks count
+        if self.scorer is not None:
+            out.update(self.scorer(self.model))
         return out
 
     # -- the loop ------------------------------------------------------------------------

@@ -8,7 +8,12 @@ registered as a version of `lineage.registered_model` (re-running a sweep reuses
 registered from the same checkpoint). The alias (`sweep.champion_alias`) then moves to it
 only if it beats the version the alias points at *on the same evaluation set*:
 
-  - with `medmix.evaluate.runner.evaluate_export` available, both exports are evaluated on
+  - with a scored objective (`sweep.objective` = mean_normalised, worst_task or weighted) the
+    versions are compared on the scores their trials measured on the fixed validation subset
+    (recorded on the version with their confidence interval, `medmix.objective_ci`), and the
+    candidate must win beyond both intervals; otherwise the decision reads "no significant
+    winner" and the alias stays;
+  - with the loss objective and `medmix.evaluate.runner.evaluate_export` available, both exports are evaluated on
     the validation split and compared on the sweep's objective computed from those metrics;
   - otherwise (or when the evaluator's metrics do not contain the objective's) the validation
     objective each was selected on is compared — recorded on every version this module
@@ -35,7 +40,9 @@ from medmix.lineage.backend import LineageError
 from medmix.lineage.registry import resolve_model_uri
 from medmix.model.export_meta import CONFIG_FILE
 from medmix.storage import Location, local_dir, location, upload
-from medmix.tune.layout import SWEEP_INFO, objective_value, read_json
+from medmix.tune.layout import SWEEP_INFO, objective_spec, objective_value, read_json
+from medmix.tune.objective import significantly_better
+from medmix.tune.space import SearchSpace
 
 if TYPE_CHECKING:
     from medmix.config import MedmixConfig
@@ -45,6 +52,8 @@ log = logging.getLogger(__name__)
 TAG_OBJECTIVE = "medmix.objective"
 TAG_OBJECTIVE_DEF = "medmix.objective_def"
 TAG_EVAL_SET = "medmix.eval_set"
+TAG_OBJECTIVE_CI = "medmix.objective_ci"
+NO_WINNER = "no significant winner"
 TAG_SWEEP = "medmix.sweep"
 TAG_TRIAL = "medmix.trial"
 
@@ -64,6 +73,8 @@ class ChampionDecision:
     incumbent_version: str | None
     export_dir: str | None
     model_uri: str | None = None
+    candidate_ci: tuple[float, float] | None = None
+    incumbent_ci: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,16 +84,23 @@ def eval_set_fingerprint(cfg: MedmixConfig, tasks: list[str]) -> str:
     """Identify what a validation objective was measured on; equal only if comparable."""
     from medmix.data.store import ShardStore
     store = ShardStore(cfg.data.root)
-    key = {"store": store.digest(), "tasks": sorted(tasks), "eval_batches": cfg.train.eval_batches,
-           "val_rows_per_batch": cfg.mixture.global_batch_size,
-           "max_seq_len": cfg.stream.max_seq_len, "tokenizer": asdict(cfg.tokenizer),
-           "objective": objective_definition(cfg)}
+    key: dict[str, Any] = {"store": store.digest(), "tasks": sorted(tasks), "eval_batches": cfg.train.eval_batches,
+                           "val_rows_per_batch": cfg.mixture.global_batch_size,
+                           "max_seq_len": cfg.stream.max_seq_len, "tokenizer": asdict(cfg.tokenizer),
+                           "objective": objective_definition(cfg)}
+    sw = cfg.sweep
+    if sw.scored:   # the fixed subset per task, how each task is scored, the bootstrap
+        key.update(eval_rows=sw.eval_rows, score_by=sw.score_by, task_metric=sw.task_metric,
+                   reference=sw.reference, task_weights=sw.task_weights, bootstrap=sw.bootstrap,
+                   ci_level=sw.ci_level, seed=cfg.seed, exemplar=cfg.stream.exemplar)
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def objective_definition(cfg: MedmixConfig) -> str:
-    return json.dumps({"weights": dict(cfg.sweep.objective) or {"val_loss": 1.0}, "mode": cfg.sweep.mode},
-                      sort_keys=True)
+    if not cfg.sweep.scored:   # the loss objective is written as it always was: old versions stay comparable
+        return json.dumps({"weights": dict(cfg.sweep.objective_metrics) or {"val_loss": 1.0},
+                           "mode": cfg.sweep.direction}, sort_keys=True)
+    return json.dumps({"kind": cfg.sweep.objective, "mode": cfg.sweep.direction}, sort_keys=True)
 
 
 def _exporter() -> Callable | None:
@@ -114,7 +132,6 @@ def crown(cfg: MedmixConfig, best: Any, tracker: Any, sweep_dir: str | Path | Lo
     last.
     """
     from medmix.train.checkpoint import read_meta
-    from medmix.tune.space import SearchSpace
 
     export = _exporter()
     if export is None or not cfg.lineage.enabled or best.run_id is None:
@@ -143,30 +160,43 @@ def crown(cfg: MedmixConfig, best: Any, tracker: Any, sweep_dir: str | Path | Lo
                                                  registry.TAG_STEP: meta["step"],
                                                  registry.TAG_STORE_DIGEST: meta.get("store_digest", ""),
                                                  TAG_SWEEP: cfg.name, TAG_TRIAL: best.trial_id,
-                                                 **objective_tags(cfg, best.objective, fingerprint)})
-    decision = decide_and_promote(cfg, version, float(best.objective), fingerprint, export_dir)
+                                                 **objective_tags(cfg, best.objective, fingerprint,
+                                                                  best.objective_ci)})
+    decision = decide_and_promote(cfg, version, float(best.objective), fingerprint, export_dir,
+                                  candidate_ci=best.objective_ci)
     _log_decision(tracker, decision)
     return decision
 
 
-def objective_tags(cfg: MedmixConfig, value: float, fingerprint: str) -> dict[str, str]:
+def objective_tags(cfg: MedmixConfig, value: float, fingerprint: str,
+                   ci: tuple[float, float] | None = None) -> dict[str, str]:
     """Version tags that let a later sweep compare against this version."""
-    return {TAG_OBJECTIVE: repr(float(value)), TAG_OBJECTIVE_DEF: objective_definition(cfg),
+    tags = {TAG_OBJECTIVE: repr(float(value)), TAG_OBJECTIVE_DEF: objective_definition(cfg),
             TAG_EVAL_SET: fingerprint}
+    if ci is not None:
+        tags[TAG_OBJECTIVE_CI] = json.dumps([float(ci[0]), float(ci[1])])
+    return tags
 
 
 def decide_and_promote(cfg: MedmixConfig, version: str, candidate_value: float, fingerprint: str,
-                       export_dir: str | Path) -> ChampionDecision:
+                       export_dir: str | Path, candidate_ci: tuple[float, float] | None = None) -> ChampionDecision:
     """Move `name@alias` to `version` if it beats the version the alias points at now.
+
+    With a scored objective (`sweep.objective` other than loss) the candidate must win beyond
+    both confidence intervals on the same evaluation set — the whole of its interval past the
+    whole of the incumbent's; otherwise the decision is "no significant winner" and the alias
+    stays. The loss objective (no intervals) compares the values, as it always did.
 
     Args:
         version: the registered candidate.
         candidate_value: its validation objective (what the sweep selected it on).
         fingerprint: `eval_set_fingerprint` of what that objective was measured on.
         export_dir: the candidate's export (what `evaluate_export` scores, when available).
+        candidate_ci: the objective's confidence interval (scored objectives).
     """
 
-    name, alias, mode = cfg.lineage.registered_model, cfg.sweep.champion_alias, cfg.sweep.mode
+    name, alias, mode = cfg.lineage.registered_model, cfg.sweep.champion_alias, cfg.sweep.direction
+    incumbent_ci = None
     try:
         incumbent = registry.get_version(cfg.lineage, name, alias)
     except LineageError:
@@ -177,6 +207,25 @@ def decide_and_promote(cfg: MedmixConfig, version: str, candidate_value: float, 
     elif incumbent.version == str(version):
         promoted, reason = False, f"{name}/{version} already is {name}@{alias}"
         incumbent_value = _recorded(incumbent)
+    elif cfg.sweep.scored:
+        # the in-trial scores are the evaluation: the same fixed subset for every version
+        incumbent_value, incumbent_ci = _recorded(incumbent), _recorded_ci(incumbent)
+        if incumbent.tags.get(TAG_EVAL_SET) != fingerprint or incumbent_value is None:
+            promoted = False
+            reason = (f"{name}/{incumbent.version} (the current {alias}) was measured on another evaluation "
+                      f"set or objective; it stays {alias} (evaluate both with medmix evaluate to compare)")
+        elif candidate_ci is None or incumbent_ci is None:
+            promoted = False
+            which = "the candidate" if candidate_ci is None else f"{name}/{incumbent.version}"
+            reason = f"{NO_WINNER}: {which} has no confidence interval to compare beyond; {alias} stays"
+        else:
+            promoted = significantly_better((candidate_value, *candidate_ci), (incumbent_value, *incumbent_ci), mode)
+            pair = (f"{candidate_value:.4f} [{candidate_ci[0]:.4f}, {candidate_ci[1]:.4f}] vs {name}/"
+                    f"{incumbent.version}'s {incumbent_value:.4f} [{incumbent_ci[0]:.4f}, {incumbent_ci[1]:.4f}]")
+            level = f"{100 * cfg.sweep.ci_level:g}%"
+            reason = (f"{pair}: better beyond both {level} intervals ({mode})" if promoted
+                      else f"{NO_WINNER}: {pair} — the {level} intervals do not separate them in the "
+                           f"candidate's favour; {alias} stays")
     else:
         evaluated = _evaluate_both(cfg, Path(export_dir), name, alias, objective_value)
         if evaluated is not None:
@@ -197,7 +246,9 @@ def decide_and_promote(cfg: MedmixConfig, version: str, candidate_value: float, 
     return ChampionDecision(version=str(version), promoted=promoted, reason=reason, basis=basis,
                             candidate=candidate_value, incumbent=incumbent_value,
                             incumbent_version=incumbent.version if incumbent else None,
-                            export_dir=str(export_dir), model_uri=f"{name}/{version}")
+                            export_dir=str(export_dir), model_uri=f"{name}/{version}",
+                            candidate_ci=tuple(candidate_ci) if candidate_ci else None,
+                            incumbent_ci=incumbent_ci)
 
 
 def _evaluate_both(cfg: MedmixConfig, export_dir: Path, name: str, alias: str,
@@ -207,8 +258,9 @@ def _evaluate_both(cfg: MedmixConfig, export_dir: Path, name: str, alias: str,
     if evaluate is None:
         return None
     incumbent_dir = resolve_model_uri(f"{name}@{alias}", cfg.lineage)
-    cand = objective_value(evaluate(str(export_dir), cfg, split="val"), cfg.sweep.objective)
-    inc = objective_value(evaluate(str(incumbent_dir), cfg, split="val"), cfg.sweep.objective)
+    spec = objective_spec(cfg.sweep)
+    cand = objective_value(evaluate(str(export_dir), cfg, split="val"), spec)
+    inc = objective_value(evaluate(str(incumbent_dir), cfg, split="val"), spec)
     if cand is None or inc is None:
         log.warning("evaluate_export's metrics do not contain the sweep objective's; comparing the "
                     "recorded validation objectives instead")
@@ -220,6 +272,14 @@ def _recorded(version: Any) -> float | None:
     try:
         return float(version.tags[TAG_OBJECTIVE])
     except (KeyError, ValueError):
+        return None
+
+
+def _recorded_ci(version: Any) -> tuple[float, float] | None:
+    try:
+        lo, hi = json.loads(version.tags[TAG_OBJECTIVE_CI])
+        return float(lo), float(hi)
+    except (KeyError, ValueError, TypeError):
         return None
 
 

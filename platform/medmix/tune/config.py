@@ -13,6 +13,15 @@ from dataclasses import dataclass
 from medmix.options import ConfigError, map_option, option
 from medmix.model.config import SCALES
 
+OBJECTIVES = ("mean_normalised", "worst_task", "weighted", "loss")
+# metrics a trial can score from option probabilities alone (the rest need generated text)
+OPTION_METRICS = ("accuracy", "macro_f1", "macro_auc", "auc")
+
+
+def natural_mode(objective: str) -> str:
+    """Scores are maximised, losses minimised."""
+    return "min" if objective == "loss" else "max"
+
 
 @dataclass
 class SweepConfig:
@@ -39,9 +48,25 @@ class SweepConfig:
                             choices=("asha", "fifo"))
     grace_period: int = option(10, "ASHA: optimizer steps every trial trains before it may be stopped", ge=1)
     reduction_factor: float = option(2.0, "ASHA: keep the best 1/reduction_factor at each rung", gt=1)
-    objective: dict[str, float] = map_option("metric -> weight; the objective is their weighted mean; "
-                                             "empty = val_loss (mean per-task validation loss)")
-    mode: str = option("min", "whether the objective is minimised or maximised", choices=("min", "max"))
+    objective: str = option("mean_normalised", "what trials are judged on: mean_normalised (each task's score "
+                            "scaled between its chance level and sweep.reference, averaged), worst_task (the "
+                            "lowest of them), weighted (their sweep.task_weights mean) or loss (mean per-task "
+                            "validation loss, or sweep.objective_metrics)", choices=OBJECTIVES)
+    objective_metrics: dict[str, float] = map_option("objective = loss: report metric -> weight; the objective "
+                                                     "is their weighted mean; empty = val_loss")
+    task_weights: dict[str, float] = map_option("objective = weighted: task -> weight of its normalised score")
+    reference: dict[str, float] = map_option("task -> the metric value that scores 1 (e.g. its specialist's); "
+                                             "default the metric's best (1.0)")
+    task_metric: dict[str, str] = map_option("task -> the registry metric it is scored by inside trials "
+                                             "(accuracy, macro_f1, macro_auc, auc); default its first one")
+    score_by: dict[str, str] = map_option("task -> metric or loss (validation loss normalised by the unigram "
+                                          "loss); default metric for option tasks, loss for free-text ones")
+    eval_rows: int = option(32, "rows per task of the fixed validation subset every evaluation scores "
+                            "(the first rows of its val split)", ge=1)
+    bootstrap: int = option(1000, "bootstrap replicates of every task score's confidence interval", ge=50)
+    ci_level: float = option(0.95, "confidence level of the intervals", gt=0.5, lt=1)
+    mode: str = option("auto", "auto (max for score objectives, min for loss), min or max",
+                       choices=("auto", "min", "max"))
     max_concurrent: int = option(0, "trials at once; 0 = as many as the cluster's CPUs/GPUs hold", ge=0)
     data_cpus_per_trial: float = option(1.0, "logical CPUs each trial leaves free for its Ray Data reads", ge=0)
     max_trial_failures: int = option(1, "times Tune retries a trial that failed for good", ge=0)
@@ -79,12 +104,36 @@ class SweepConfig:
             raise ConfigError("set both lr_min and lr_max (log-uniform range) or neither")
         if self.lr_min > self.lr_max:
             raise ConfigError(f"lr_min = {self.lr_min} is above lr_max = {self.lr_max}")
-        for metric, weight in self.objective.items():
-            if weight <= 0:
-                raise ConfigError(f"objective.{metric} = {weight} must be > 0")
+        for name, table in (("objective_metrics", self.objective_metrics), ("task_weights", self.task_weights)):
+            for key, weight in table.items():
+                if weight <= 0:
+                    raise ConfigError(f"{name}.{key} = {weight} must be > 0")
+        if self.objective == "weighted" and not self.task_weights:
+            raise ConfigError("objective = \"weighted\" needs task_weights (task -> weight)")
+        if self.mode != "auto" and self.mode != natural_mode(self.objective):
+            raise ConfigError(f"mode = {self.mode!r} with objective = {self.objective!r}: that objective is "
+                              f"{'minimised' if self.objective == 'loss' else 'maximised'}; leave mode = \"auto\"")
+        for task, metric in self.task_metric.items():
+            if metric not in OPTION_METRICS:
+                raise ConfigError(f"task_metric.{task} = {metric!r}: in-trial scores use {', '.join(OPTION_METRICS)} "
+                                  f"(other metrics need generated text; use score_by.{task} = \"loss\")")
+        for task, how in self.score_by.items():
+            if how not in ("metric", "loss"):
+                raise ConfigError(f"score_by.{task} = {how!r} must be \"metric\" or \"loss\"")
         if self.target_scale and not _is_scale_key(self.target_scale):
             raise ConfigError(f"target_scale = {self.target_scale!r} must look like 'vision/language' with "
                               f"scales from {', '.join(SCALES)}")
+
+
+    @property
+    def direction(self) -> str:
+        """min or max: `mode`, with auto resolved from the objective."""
+        return natural_mode(self.objective) if self.mode == "auto" else self.mode
+
+    @property
+    def scored(self) -> bool:
+        """Whether trials score every task on the fixed validation subset (all but `loss`)."""
+        return self.objective != "loss"
 
 
 def _is_scale_key(text: str) -> bool:

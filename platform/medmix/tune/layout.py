@@ -23,11 +23,29 @@ TRIALS_CSV = "trials.csv"
 OBJECTIVE = "objective"
 
 
-def objective_value(metrics: Mapping[str, Any], weights: Mapping[str, float]) -> float | None:
-    """The sweep's objective from one report: `val_loss`, or the weighted mean of `weights`' metrics.
+VAL_OBJECTIVE = "val_objective"
+"""The report key of a scored objective (`medmix.tune.objective`); `/lo`, `/hi` its interval."""
 
-    None when the report lacks a metric it needs (a training-only report).
+
+def objective_spec(sweep: Any) -> dict[str, Any]:
+    """What `objective_value` needs of a `[sweep]` section (also what runs and sweep.json record)."""
+    return {"kind": sweep.objective, "metrics": dict(sweep.objective_metrics)}
+
+
+def objective_value(metrics: Mapping[str, Any], spec: Mapping[str, Any]) -> float | None:
+    """The sweep's objective from one report.
+
+    `spec` is `objective_spec(cfg.sweep)`: for kind `loss`, `val_loss` or the weighted mean of
+    `spec["metrics"]`' report metrics; for a scored kind, the report's `val_objective` (the
+    aggregate the trial computed over its per-task scores). A spec without `kind` (what sweeps
+    recorded before scored objectives) is the loss objective's metric weights. None when the
+    report lacks what it needs (a training-only report).
     """
+    kind = spec.get("kind", "loss") if "kind" in spec else "loss"
+    if kind != "loss":
+        value = metrics.get(VAL_OBJECTIVE)
+        return None if value is None else float(value)
+    weights = spec.get("metrics", {}) if "kind" in spec else spec
     if not weights:
         value = metrics.get("val_loss")
         return None if value is None else float(value)
@@ -35,6 +53,16 @@ def objective_value(metrics: Mapping[str, Any], weights: Mapping[str, float]) ->
         return None
     total = sum(weights.values())
     return sum(float(metrics[k]) * w for k, w in weights.items()) / total
+
+
+def objective_interval(metrics: Mapping[str, Any], spec: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The objective's confidence interval from one report (scored kinds only), else None."""
+    if spec.get("kind", "loss") == "loss":
+        return None
+    lo, hi = metrics.get(f"{VAL_OBJECTIVE}/lo"), metrics.get(f"{VAL_OBJECTIVE}/hi")
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return None
+    return float(lo), float(hi)
 
 
 def read_json(path: str | os.PathLike | Location) -> dict:

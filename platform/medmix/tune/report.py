@@ -64,13 +64,30 @@ class AnalysisReport:
     """The best observed trials at the target scale (else the largest swept one)."""
     confirmation: dict[str, Any] | None = None
     """The law's pick trained at its scale (`sweep.confirm`): predicted next to observed."""
+    champion: dict[str, Any] | None = None
+    """The champion decision of the sweep (`champion.ChampionDecision.to_dict()`)."""
 
     def add_confirmation(self, record: Mapping[str, Any]) -> None:
         """Put a confirmation run's outcome in analysis.json and at the end of summary.md."""
         self.confirmation = dict(record)
+        self._rewrite_tail()
+
+    def add_champion(self, decision: Mapping[str, Any]) -> None:
+        """Put the champion decision (promoted, or "no significant winner") in the report."""
+        self.champion = dict(decision)
+        self._rewrite_tail()
+
+    def _rewrite_tail(self) -> None:
         (self.out_dir / "analysis.json").write_text(json.dumps(self.to_dict(), indent=1, default=_num))
-        text = self.summary_path.read_text().split("\n## Confirmation run\n")[0].rstrip("\n")
-        self.summary_path.write_text(text + "\n\n" + confirmation_markdown(self.confirmation))
+        text = self.summary_path.read_text()
+        for head in TAIL_SECTIONS:
+            text = text.split(f"\n{head}\n")[0]
+        parts = [text.rstrip("\n")]
+        if self.confirmation:
+            parts.append(confirmation_markdown(self.confirmation))
+        if self.champion:
+            parts.append(champion_markdown(self.champion))
+        self.summary_path.write_text("\n\n".join(parts))
 
     @property
     def summary_path(self) -> Path:
@@ -81,7 +98,7 @@ class AnalysisReport:
                 "spearman": self.spearman, "fit_quality": self.fit_quality,
                 "best_observed": self.best_observed, "plots": [p.name for p in self.plots],
                 "backtest": self.backtest, "baselines": self.baselines, "verdict": self.verdict,
-                "top_observed": self.top_observed, "confirmation": self.confirmation}
+                "top_observed": self.top_observed, "confirmation": self.confirmation, "champion": self.champion}
 
 
 def space_from_table(table: TrialTable) -> SearchSpace:
@@ -280,7 +297,8 @@ def write_plots(law: MixtureLaw, table: TrialTable, out_dir: Path) -> list[Path]
         for s in ordered:
             y = rows.where(scale=s).column(metric)
             y = y[np.isfinite(y)]
-            best.append(np.nan if not len(y) else (y.min() if law.mode == "min" else y.max()))
+            lower = law.mode == "min" or metric.startswith("val_loss")
+            best.append(np.nan if not len(y) else (y.min() if lower else y.max()))
             median.append(np.nan if not len(y) else float(np.median(y)))
         line, = ax.plot(xs, best, marker="o", label=metric.split("/", 1)[-1])
         ax.plot(xs, median, linestyle=":", color=line.get_color())
@@ -324,6 +342,19 @@ def _save(fig, path: Path, plt) -> Path:
 
 # --- the summary ---------------------------------------------------------------------------
 
+TAIL_SECTIONS = ("## Confirmation run", "## Champion")
+
+
+def champion_markdown(d: Mapping[str, Any]) -> str:
+    """The champion decision in words; "no significant winner" when the alias stayed for that."""
+    lines = ["## Champion", ""]
+    if d.get("promoted"):
+        lines.append(f"**{d.get('model_uri')}** is the new champion: {d.get('reason')}.")
+    else:
+        lines.append(f"The alias did not move ({d.get('model_uri') or 'nothing registered'}): {d.get('reason')}.")
+    return "\n".join(lines) + "\n"
+
+
 def confirmation_markdown(c: Mapping[str, Any]) -> str:
     mix = ", ".join(f"{t} {w:.2f}" for t, w in sorted(c["mixture"].items(), key=lambda kv: -kv[1]))
     lines = ["## Confirmation run", "",
@@ -333,7 +364,9 @@ def confirmation_markdown(c: Mapping[str, Any]) -> str:
     if c.get("observed") is None:
         lines.append(f"| {c['predicted']:.4f} | - | the run failed: {c.get('error')} |")
     else:
-        lines.append(f"| {c['predicted']:.4f} | {c['observed']:.4f} | {c['observed'] - c['predicted']:+.4f} |")
+        ci = c.get("observed_ci")
+        seen = f"{c['observed']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+        lines.append(f"| {c['predicted']:.4f} | {seen} | {c['observed'] - c['predicted']:+.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -447,7 +480,7 @@ def analyze_sweep(cfg: MedmixConfig, sweep: str, *, target_scale: str | None = N
     """
 
     path = Path(sweep).expanduser()
-    space, parent, mode, table, sweep_dir = None, None, cfg.sweep.mode, None, None
+    space, parent, mode, table, sweep_dir = None, None, cfg.sweep.direction, None, None
     if not is_uri(sweep) and path.is_file():
         table = load_trials(path)
         out = out or path.parent / "analysis"

@@ -7,8 +7,10 @@ runs anywhere that store is reachable (no Tune state, no checkpoints needed):
     table = trials_from_mlflow(cfg.lineage, parent)               # a law.TrialTable
 
 Each child run contributes one record per step its validation losses were logged at:
-shares (`sweep.share.<task>` params), scale, lr, `val_loss`, `val_loss/<task>` and the
-sweep's objective computed from them (its definition is a param of the parent run).
+shares (`sweep.share.<task>` params), scale, lr, `val_loss`, `val_loss/<task>`, the per-task
+scores (`val_score/<task>`, with `/lo`, `/hi`) and the sweep's objective (its definition is a
+param of the parent run: the loss objective is computed from the losses, a scored one is the
+trial's own `val_objective`).
 Only `medmix.lineage.backend` touches MLflow; what comes back here is plain data.
 """
 
@@ -41,7 +43,7 @@ def trials_from_mlflow(cfg: MedmixConfig, parent_run_id: str) -> TrialTable:
     """Every (child run, evaluated step) of the sweep whose parent run is `parent_run_id`."""
     client = backend.client(cfg)
     parent = client.get_run(parent_run_id)
-    weights = json.loads(parent.data.params.get(OBJECTIVE_PARAM, "{}") or "{}")
+    spec = json.loads(parent.data.params.get(OBJECTIVE_PARAM, "{}") or "{}")
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
                                   max_results=5000)
@@ -55,13 +57,13 @@ def trials_from_mlflow(cfg: MedmixConfig, parent_run_id: str) -> TrialTable:
             continue
         by_step: dict[int, dict[str, float]] = {}
         for key in run.data.metrics:
-            if not key.startswith("val_loss"):
+            if not key.startswith(("val_loss", "val_objective", "val_score")):
                 continue
             for m in client.get_metric_history(run.info.run_id, key):
                 by_step.setdefault(int(m.step), {})[key] = float(m.value)
         trial = run.data.tags.get("medmix.trial", run.info.run_id)
         for step, metrics in sorted(by_step.items()):
-            value = objective_value(metrics, weights)
+            value = objective_value(metrics, spec)
             if value is None:
                 continue
             records.append({"trial": trial, "step": step, "scale": params.get("sweep.scale"),

@@ -53,8 +53,8 @@ from medmix.train.launcher import (RUN_INFO, absolutize, build_torch_trainer, ch
 from medmix.train.launcher import use_gpu as launcher_use_gpu
 from medmix.tune.champion import crown
 from medmix.tune.law import TrialTable, normalise_records, write_trials
-from medmix.tune.layout import (OBJECTIVE, SWEEP_INFO, TRIALS_CSV, TRIALS_DIR, TUNE_DIR, objective_value,
-                                read_json, write_json)
+from medmix.tune.layout import (OBJECTIVE, SWEEP_INFO, TRIALS_CSV, TRIALS_DIR, TUNE_DIR, objective_interval,
+                                objective_spec, objective_value, read_json, write_json)
 from medmix.tune.report import analysis_dir, publish_analysis, train_rows
 from medmix.tune.report import analyze as analyze_sweep
 from medmix.tune.runs import OBJECTIVE_PARAM, child_runs, run_artifacts
@@ -72,6 +72,11 @@ log = logging.getLogger(__name__)
 TRIAL_ACTOR_CPUS = 0.01
 
 
+# what a trial's summary keeps of its last report, and what the trial table keeps of every report
+TRIAL_METRICS = ("val_loss", "loss", "val_score", "val_metric", "val_objective")
+TABLE_METRICS = ("val_loss", "val_score", "val_objective")
+
+
 # --- pieces the driver and the trials share ------------------------------------------------
 
 class ObjectiveReportCallback(TuneReportCallback):
@@ -82,13 +87,13 @@ class ObjectiveReportCallback(TuneReportCallback):
     Every report the Trainer makes carries `step`, ASHA's time attribute.
     """
 
-    def __init__(self, weights: Mapping[str, float]):
+    def __init__(self, spec: Mapping[str, Any]):
         super().__init__()
-        self.weights = dict(weights)
+        self.spec = dict(spec)
 
     def after_report(self, run_context, metrics, checkpoint):
         report = dict(metrics[0])
-        value = objective_value(report, self.weights)
+        value = objective_value(report, self.spec)
         if value is None:
             return
         report[OBJECTIVE] = value
@@ -126,6 +131,7 @@ def run_trial(params: dict, *, base: dict, space: dict, sweep: dict) -> None:
     space_ = SearchSpace.from_dict(space)
     cfg = apply_params(config_from_dict(base), space_, params)
     cfg.name = trial_id
+    cfg.train.eval_scores = cfg.sweep.scored
     trials = location(sweep["dir"]).join(TRIALS_DIR)
     cfg.train.storage_path = trials.uri
     run_dir = trials.join(trial_id)
@@ -172,12 +178,15 @@ class TrialSummary:
     """The last step a validation result was reported at."""
     objective: float | None
     metrics: dict[str, float]
+    """The last validation report's losses, per-task scores and their intervals."""
     checkpoint: str | None
     run_id: str | None
     run_dir: str
     trial_steps: int
     """Optimizer steps this trial actually trained (every attempt), from its rank-0 ledger."""
     error: str | None = None
+    objective_ci: tuple[float, float] | None = None
+    """The objective's confidence interval at `step` (scored objectives)."""
 
 
 @dataclass
@@ -224,7 +233,7 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
                                     gpus_per_trial=cfg.train.num_workers if use_gpu else 0,
                                     num_samples=cfg.sweep.num_samples, cap=cfg.sweep.max_concurrent)
     context = {"name": cfg.name, "dir": sweep_dir.uri, "parent_run_id": parent_run_id, "use_gpu": use_gpu,
-               "objective": dict(cfg.sweep.objective)}
+               "objective": objective_spec(cfg.sweep)}
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=to_dict(cfg), space=space.to_dict(), sweep=context),
         {"cpu": TRIAL_ACTOR_CPUS})
@@ -241,7 +250,7 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
     else:
         tuner = tune.Tuner(
             trainable, param_space=tune_space(space),
-            tune_config=tune.TuneConfig(metric=OBJECTIVE, mode=cfg.sweep.mode, num_samples=cfg.sweep.num_samples,
+            tune_config=tune.TuneConfig(metric=OBJECTIVE, mode=cfg.sweep.direction, num_samples=cfg.sweep.num_samples,
                                         search_alg=_searcher(cfg, space), scheduler=_scheduler(cfg),
                                         max_concurrent_trials=concurrency, trial_dirname_creator=trial_dirname,
                                         trial_name_creator=trial_dirname),
@@ -260,7 +269,7 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
     _close_child_runs(cfg, trials, parent_run_id)
     table = trial_table(grid, space, cfg)
     write_trials(table, sweep_dir.join(TRIALS_CSV))
-    best = best_trial(trials, cfg.sweep.mode)
+    best = best_trial(trials, cfg.sweep.direction)
     result = SweepResult(name=cfg.name, sweep_dir=sweep_dir.uri, parent_run_id=parent_run_id,
                          space=space.to_dict(), trials=trials, best=best, resumed=resumed or resumed_parent,
                          concurrency=concurrency, seconds=time.time() - t0,
@@ -274,6 +283,10 @@ def run_sweep(cfg: MedmixConfig, *, analyze: bool = True) -> SweepResult:
         result.analysis = _analyze(cfg, table, space, sweep_dir, tracker, result)
     if cfg.sweep.confirm and result.analysis is not None:
         confirm(cfg, result.analysis, sweep_dir, tracker, parent_run_id)
+    if result.analysis is not None and result.champion is not None:
+        result.analysis.add_champion(result.champion.to_dict())
+        publish_analysis(result.analysis, sweep_dir)
+        tracker.log_artifact(result.analysis.out_dir, "analysis")
     tracker.end_run("FINISHED")
     write_json(sweep_dir.join("result.json"), json.loads(json.dumps(result.to_dict(), default=str)))
     return result
@@ -340,11 +353,11 @@ def _open_parent(tracker: Tracker, cfg: MedmixConfig, sweep_dir: Location,
         return run_id, True
     if run_id:
         tracker.log_params({"sweep.space.tasks": space.tasks, "sweep.space.params": space.param_names(),
-                            OBJECTIVE_PARAM: json.dumps(dict(cfg.sweep.objective), sort_keys=True)})
+                            OBJECTIVE_PARAM: json.dumps(objective_spec(cfg.sweep), sort_keys=True)})
         tracker.log_dict(space.to_dict(), "sweep/space.json")
     write_json(sweep_dir.join(SWEEP_INFO), {"name": cfg.name, "parent_run_id": run_id,
-                                         "space": space.to_dict(), "mode": cfg.sweep.mode,
-                                         "objective": dict(cfg.sweep.objective), "created": time.time()})
+                                         "space": space.to_dict(), "mode": cfg.sweep.direction,
+                                         "objective": objective_spec(cfg.sweep), "created": time.time()})
     return run_id, False
 
 
@@ -370,7 +383,8 @@ def summarise_trial(result: Any, cfg: MedmixConfig, space: SearchSpace, sweep_di
         trial_id=trial_id, params=params, shares=mixture_from_params(space, params), scale=scale_key(trial_cfg.model),
         lr=trial_cfg.train.lr, status=status, step=step,
         objective=float(metrics[OBJECTIVE]) if metrics.get(OBJECTIVE) is not None else None,
-        metrics={k: float(v) for k, v in metrics.items() if k.startswith(("val_loss", "loss")) or k == OBJECTIVE},
+        metrics={k: float(v) for k, v in metrics.items() if k.startswith(TRIAL_METRICS) or k == OBJECTIVE},
+        objective_ci=objective_interval(metrics, objective_spec(cfg.sweep)),
         checkpoint=checkpoint if checkpoint and status == "complete" else None,
         run_id=read_json(run_dir.join(RUN_INFO)).get("run_id"), run_dir=run_dir.uri,
         trial_steps=_ledger_steps(run_dir) or step, error=str(result.error) if result.error else None)
@@ -409,7 +423,7 @@ def trial_table(grid: Any, space: SearchSpace, cfg: MedmixConfig):
                 continue
             rec = {"trial": _trial_id(result), "step": int(row["step"]), "scale": scale_key(trial_cfg.model),
                    "lr": trial_cfg.train.lr, **shares, OBJECTIVE: float(row[OBJECTIVE])}
-            rec.update({k: float(v) for k, v in row.items() if isinstance(k, str) and k.startswith("val_loss")
+            rec.update({k: float(v) for k, v in row.items() if isinstance(k, str) and k.startswith(TABLE_METRICS)
                         and v is not None and not (isinstance(v, float) and math.isnan(v))})
             records.append(rec)
     return TrialTable(normalise_records(records) if records else [])
@@ -502,7 +516,7 @@ def confirm(cfg: MedmixConfig, report: Any, sweep_dir: Location, tracker: Any, p
                            floor=0.0, cap=1.0)
     data["model"].update(vision_scale=vision, language_scale=language)
     data["train"].update(steps=int(report.step), storage_path=sweep_dir.join("confirm").uri,
-                         checkpoint_every=int(report.step))
+                         checkpoint_every=int(report.step), eval_scores=cfg.sweep.scored)
     run_cfg = config_from_dict(data)
     done = _finished_confirmation(sweep_dir.join("confirm", data["name"]), int(report.step))
     if done is not None:   # a re-run of the sweep: the confirmation already trained
@@ -511,13 +525,16 @@ def confirm(cfg: MedmixConfig, report: Any, sweep_dir: Location, tracker: Any, p
         log.info("confirmation run: the law's pick at %s, %d steps", p["scale"], report.step)
         outcome = train(run_cfg)
         metrics, run_id, checkpoint, error = outcome.metrics, outcome.run_id, outcome.checkpoint, outcome.error
-    observed = objective_value(metrics, cfg.sweep.objective) if error is None else None
+    spec = objective_spec(cfg.sweep)
+    observed = objective_value(metrics, spec) if error is None else None
+    ci = objective_interval(metrics, spec) if error is None else None
     record = {"scale": p["scale"], "step": int(report.step), "mixture": p["mixture"], "predicted": p["predicted"],
-              "observed": observed, "run_id": run_id, "checkpoint": checkpoint, "error": error}
+              "observed": observed, "observed_ci": list(ci) if ci else None, "run_id": run_id,
+              "checkpoint": checkpoint, "error": error}
     report.add_confirmation(record)
     publish_analysis(report, sweep_dir)
-    if outcome.run_id:
-        tracker.set_tags({"medmix.sweep.confirm_run_id": outcome.run_id})
+    if run_id:
+        tracker.set_tags({"medmix.sweep.confirm_run_id": run_id})
     if observed is not None:
         tracker.log_metrics({"confirm/predicted": float(p["predicted"]), "confirm/observed": float(observed)}, step=0)
     tracker.log_artifact(report.out_dir, "analysis")
@@ -544,7 +561,7 @@ def _analyze(cfg: MedmixConfig, table: Any, space: SearchSpace, sweep_dir: Locat
         return None
     try:
         report = analyze_sweep(table, analysis_dir(sweep_dir), space=space, target_scale=cfg.sweep.target_scale,
-                               model=cfg.sweep.law_model, mode=cfg.sweep.mode, min_trials=cfg.sweep.law_min_trials,
+                               model=cfg.sweep.law_model, mode=cfg.sweep.direction, min_trials=cfg.sweep.law_min_trials,
                                samples=cfg.sweep.law_samples, seed=cfg.seed, title=cfg.name,
                                sizes=train_rows(cfg), min_r2=cfg.sweep.law_min_r2)
     except ValueError as exc:

@@ -5,16 +5,47 @@ from __future__ import annotations
 import pytest
 
 from medmix.config import ConfigError, load_config
-from medmix.tune.layout import objective_value
+from medmix.tune.layout import objective_interval, objective_spec, objective_value
 from medmix.tune.sweep import TrialSummary, best_trial, trial_concurrency
 
 
-def test_objective_is_val_loss_or_a_weighted_mean():
+def test_loss_objective_is_val_loss_or_a_weighted_mean():
     report = {"val_loss": 2.0, "val_loss/medqa": 1.0, "val_loss/cxr_classify": 4.0, "loss": 9.0}
-    assert objective_value(report, {}) == 2.0
+    loss = {"kind": "loss", "metrics": {}}
+    assert objective_value(report, loss) == 2.0
+    weighted = {"kind": "loss", "metrics": {"val_loss/medqa": 3, "val_loss/cxr_classify": 1}}
+    assert objective_value(report, weighted) == pytest.approx(1.75)
+    assert objective_value({"loss": 1.0, "step": 4}, loss) is None          # a training-only report
+    assert objective_value(report, {"kind": "loss", "metrics": {"val_loss/derm_pad": 1}}) is None
+    # what sweeps recorded before scored objectives: the metric weights themselves
     assert objective_value(report, {"val_loss/medqa": 3, "val_loss/cxr_classify": 1}) == pytest.approx(1.75)
-    assert objective_value({"loss": 1.0, "step": 4}, {}) is None          # a training-only report
-    assert objective_value(report, {"val_loss/derm_pad": 1}) is None
+    assert objective_value(report, {}) == 2.0
+
+
+def test_scored_objective_is_the_trials_aggregate_with_its_interval():
+    spec = objective_spec(load_config("debug").sweep)
+    assert spec == {"kind": "mean_normalised", "metrics": {}}
+    report = {"val_loss": 2.0, "val_objective": 0.4, "val_objective/lo": 0.3, "val_objective/hi": 0.5}
+    assert objective_value(report, spec) == 0.4
+    assert objective_interval(report, spec) == (0.3, 0.5)
+    assert objective_value({"val_loss": 2.0}, spec) is None                 # no scores in this report
+    assert objective_interval(report, {"kind": "loss", "metrics": {}}) is None
+
+
+def test_objective_direction_follows_the_objective():
+    assert load_config("debug").sweep.direction == "max"
+    assert load_config("debug", ['sweep.objective="loss"']).sweep.direction == "min"
+    assert load_config("debug", ['sweep.objective="worst_task"', 'sweep.mode="max"']).sweep.direction == "max"
+    with pytest.raises(ConfigError, match="sweep.*mode = 'min' with objective = 'mean_normalised'"):
+        load_config("debug", ['sweep.mode="min"'])
+    with pytest.raises(ConfigError, match="sweep.*weighted.*task_weights"):
+        load_config("debug", ['sweep.objective="weighted"'])
+    with pytest.raises(ConfigError, match="task_metric.mimic3_summary = 'rougeL'"):
+        load_config("debug", ['sweep.task_metric={mimic3_summary="rougeL"}'])
+    with pytest.raises(ConfigError, match="sweep.objective = 'median' is not one of"):
+        load_config("debug", ['sweep.objective="median"'])
+    with pytest.raises(ConfigError, match="sweep.objective now names the aggregate.*objective_metrics"):
+        load_config("debug", ["sweep.objective={val_loss=1}"])
 
 
 def test_concurrency_follows_the_cluster():
@@ -47,8 +78,8 @@ def test_sweep_config_validation_names_the_key():
         load_config("debug", ['sweep.vision_scales=["enormous"]'])
     with pytest.raises(ConfigError, match="target_scale"):
         load_config("debug", ['sweep.target_scale="tiny"'])
-    with pytest.raises(ConfigError, match="objective.val_loss"):
-        load_config("debug", ["sweep.objective={val_loss=0}"])
+    with pytest.raises(ConfigError, match="objective_metrics.val_loss"):
+        load_config("debug", ["sweep.objective_metrics={val_loss=0}"])
 
 
 def test_asha_needs_validation_results_at_known_steps():
