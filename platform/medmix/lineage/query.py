@@ -82,7 +82,8 @@ def trace(ref: str | Path, cfg: TrackerConfig | None = None) -> LineageChain:
         try:
             found = registry.find_versions(cfg, registry.TAG_CHECKPOINT, {str(path), str(path.resolve())})
             if found:
-                chain.checkpoint["registered_as"] = [str(v) for v in found]
+                chain.checkpoint["registered_as"] = [f"{v} ({v.tags.get(registry.TAG_FORMAT, 'medmix-model')})"
+                                                     for v in found]
         except LineageError:
             pass  # no store here: _fill_from_run says so
         except Exception as exc:  # noqa: BLE001 - the registry is optional for a checkpoint
@@ -215,7 +216,9 @@ def format_chain(chain: LineageChain, shards: bool = False) -> str:
     if chain.model:
         m = chain.model
         aliases = f"  aliases: {', '.join(m['aliases'])}" if m["aliases"] else ""
-        out += [f"model       {m['ref']}{aliases}", f"            registered {m['created']}, files {m['source']}"]
+        fmt = (m.get("tags") or {}).get(registry.TAG_FORMAT, "medmix-model")
+        out += [f"model       {m['ref']}{aliases}  format {fmt}",
+                f"            registered {m['created']}, files {m['source']}"]
     c = chain.checkpoint
     if c:
         out.append(f"checkpoint  {c['path']}  step {c.get('step')}"

@@ -33,6 +33,8 @@ TAG_CHECKPOINT = "checkpoint"
 TAG_STEP = "step"
 TAG_STORE_DIGEST = "store_digest"
 TAG_MODEL_ID = "model_id"
+TAG_FORMAT = "medmix.format"
+"""What the version's files are: medmix-model (medmix's export), hf (transformers' LLaVA), hf-adapter (peft)."""
 
 _REF = re.compile(r"^(?:models:/)?(?P<name>[A-Za-z0-9_.\-]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_\-]+))$")
 

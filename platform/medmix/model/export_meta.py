@@ -14,11 +14,22 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "medmix-model"
+HF_FORMAT = "hf"
+"""A LlavaForConditionalGeneration directory + processor (medmix.model.hf_export)."""
+HF_ADAPTER_FORMAT = "hf-adapter"
+"""LoRA adapters (+ modules_to_save) for peft on a Hugging Face base."""
+EXPORT_FORMATS = ("medmix", HF_FORMAT, HF_ADAPTER_FORMAT)
+"""`medmix export --format` choices; "medmix" writes FORMAT."""
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 LINEAGE_FILE = "medmix.json"
 TOKENIZER_FILE = "tokenizer.json"
+
+def format_name(fmt: str) -> str:
+    """The name a `--format` choice's files go by (config.json's format, the registry's medmix.format tag)."""
+    return FORMAT if fmt == "medmix" else fmt
+
 
 _REQUIRED = ("model", "decoder_config", "vocab_size", "image_token_id", "pad_token_id", "num_image_tokens")
 

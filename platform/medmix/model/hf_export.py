@@ -50,8 +50,6 @@ from medmix.model.projector import LlavaProjector
 from medmix.model.trainable import LORA_MARKERS
 from medmix.model.vision import HFVision
 
-HF_FORMAT = "hf"
-HF_ADAPTER_FORMAT = "hf-adapter"
 DECODER_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
 """Decoder architectures LLaVA's language model (`AutoModel.from_config(text_config)`) takes."""
 
@@ -137,7 +135,7 @@ def llava_config(model: nn.Module, plan: HFPlan):
 def _to_llava(model: nn.Module, plan: HFPlan, dtype: torch.dtype | None = None):
     """A LlavaForConditionalGeneration holding `model`'s tensors (no copy of the weights is
     initialised: it is built on the meta device and the tensors are assigned)."""
-    from transformers import GenerationConfig, LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration
     config = llava_config(model, plan)
     with torch.device("meta"):
         hf = LlavaForConditionalGeneration(config)
@@ -155,10 +153,14 @@ def _to_llava(model: nn.Module, plan: HFPlan, dtype: torch.dtype | None = None):
     if missing or unexpected or left:
         raise HFExportError(f"the model's tensors do not fill a LlavaForConditionalGeneration: missing "
                             f"{sorted(set(missing) | set(left))[:5]}, unexpected {sorted(unexpected)[:5]}")
-    hf.generation_config = GenerationConfig(
-        bos_token_id=model.decoder.config.bos_token_id, eos_token_id=model.decoder.config.eos_token_id,
-        pad_token_id=model.pad_token_id)
     return hf.eval()
+
+
+def generation_config(model: nn.Module, tok):
+    """Greedy decoding as medmix's: stop at the tokenizer's EOS, never emit the image or pad token."""
+    from transformers import GenerationConfig
+    return GenerationConfig(bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=model.pad_token_id,
+                            suppress_tokens=sorted({tok.image_token_id, tok.pad_id} - {tok.eos_id}))
 
 
 def build_processor(model: nn.Module, plan: HFPlan, tok, prep: ImagePreprocess):
@@ -183,12 +185,6 @@ def build_processor(model: nn.Module, plan: HFPlan, tok, prep: ImagePreprocess):
                           chat_template=getattr(tok, "chat_template", None))
 
 
-def _suppress(hf, tok) -> None:
-    # medmix's decoding never emits the image or pad token; the export's greedy search must not either
-    hf.generation_config.suppress_tokens = sorted({tok.image_token_id, tok.pad_id} - {tok.eos_id})
-    hf.generation_config.eos_token_id = tok.eos_id
-
-
 def save_hf(model: nn.Module, out_dir: str | os.PathLike, tok, prep: ImagePreprocess, *,
             dtype: torch.dtype | None = None) -> Path:
     """Write `model` (LoRA merged) as a LlavaForConditionalGeneration directory with its processor."""
@@ -198,7 +194,7 @@ def save_hf(model: nn.Module, out_dir: str | os.PathLike, tok, prep: ImagePrepro
                             "or write them alone with save_hf_adapter")
     processor = build_processor(model, plan, tok, prep)
     hf = _to_llava(model, plan, dtype)
-    _suppress(hf, tok)
+    hf.generation_config = generation_config(model, tok)
     out = Path(out_dir)
     hf.save_pretrained(out)
     processor.save_pretrained(out)
@@ -269,8 +265,9 @@ def save_hf_adapter(model: nn.Module, out_dir: str | os.PathLike, base_dir: str 
     data["base_model_name_or_path"] = str(base_path.resolve())
     adapter_config.write_text(json.dumps(data, indent=2))
     build_processor(model, plan, tok, prep).save_pretrained(out)
+    generation_config(model, tok).save_pretrained(out)
     return out
 
 
-__all__ = ["HF_FORMAT", "HF_ADAPTER_FORMAT", "HFExportError", "HFPlan", "hf_name", "hf_plan", "llava_config",
-           "build_processor", "save_hf", "save_hf_adapter"]
+__all__ = ["HFExportError", "HFPlan", "hf_name", "hf_plan", "llava_config",
+           "build_processor", "generation_config", "save_hf", "save_hf_adapter"]

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medmix.lineage.registry import get_version, parse_model_ref, resolve_model_uri
-from medmix.model.export_meta import CONFIG_FILE, LINEAGE_FILE, WEIGHTS_FILE, ExportMeta, is_export
+from medmix.lineage.registry import TAG_FORMAT, get_version, parse_model_ref, resolve_model_uri
+from medmix.model.export_meta import CONFIG_FILE, FORMAT, LINEAGE_FILE, WEIGHTS_FILE, ExportMeta, is_export
 from medmix.storage import check_reachable, download, is_uri, local_dir
 
 if TYPE_CHECKING:
@@ -150,6 +150,11 @@ def _from_registry(ref: str, lineage_cfg: TrackerConfig) -> Export:
         raise FileNotFoundError(f"{ref}: no such directory, and not a registry reference like "
                                 f"medmix@champion or medmix/3")
     info = get_version(lineage_cfg, parsed.name, parsed.version or parsed.alias)
+    fmt = info.tags.get(TAG_FORMAT, FORMAT)
+    if fmt != FORMAT:
+        raise FileNotFoundError(f"{ref}: registry version {info} is a {fmt!r} export (tag {TAG_FORMAT}), for "
+                                f"transformers/peft; medmix loads {FORMAT!r} versions (`medmix export` without "
+                                f"--format)")
     local = resolve_model_uri(f"models:/{info}", lineage_cfg)  # this version, even if the alias moves
     if not is_export(local):
         raise FileNotFoundError(f"{ref}: registry version {info} at {local} is not a medmix export "

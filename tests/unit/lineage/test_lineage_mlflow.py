@@ -312,3 +312,19 @@ def test_lineage_without_a_store(trained, tmp_path):
     assert [d["task"] for d in chain.datasets] == ["medqa", "pubmedqa"] and chain.run is None
     assert any("no MLflow store" in w for w in chain.warnings)
     assert not (tmp_path / "empty").exists()          # looking never creates a store
+
+
+def test_the_registry_records_each_versions_format(env, trained, tmp_path):
+    from medmix.lineage.registry import TAG_FORMAT
+    from medmix.model.resolve import resolve
+    cfg = replace(env["cfg"], registered_model="formats")
+    ckpt = trained["checkpoints"][1]
+    tags = {"checkpoint": str(ckpt), "step": 20}
+    hf = register_export(cfg, _export(tmp_path, "hf"), trained["run_id"], {**tags, TAG_FORMAT: "hf"})
+    plain = register_export(cfg, _export(tmp_path, "plain"), trained["run_id"], tags)  # before formats: medmix's
+    assert get_version(cfg, "formats", hf).tags[TAG_FORMAT] == "hf"
+    assert "format hf" in format_chain(trace(f"formats/{hf}", cfg)).splitlines()[0]
+    assert "format medmix-model" in format_chain(trace(f"formats/{plain}", cfg)).splitlines()[0]
+    assert f"formats/{hf} (hf)" in trace(str(ckpt), cfg).checkpoint["registered_as"]
+    with pytest.raises(FileNotFoundError, match=r"formats/1 is a 'hf' export .*medmix loads 'medmix-model'"):
+        resolve(f"formats/{hf}", cfg)
