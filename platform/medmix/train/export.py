@@ -11,7 +11,8 @@ The checkpoint's `medmix.json` carries the resolved config, so the model is rebu
 as trained (random init is fine: every tensor is then overwritten from the DCP shards, read
 in this single process without a process group — DCP reshards to "one rank"). The export
 holds `model.safetensors`, `config.json` (model config + special ids), `tokenizer.json` and
-`medmix.json` (the checkpoint's lineage: run id, step, digests, data state). Serving and
+`medmix.json` (the checkpoint's lineage: run id, step, digests, data state), with
+`tokenizer_config.json` naming the tokenizer's BOS, EOS and image tokens. Serving and
 evaluation load it without unpickling anything.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from tokenizers import Tokenizer
 
 from medmix.config import config_from_dict
 from medmix.data.tokenizer import load_tokenizer
@@ -30,6 +32,8 @@ from medmix.lineage.registry import TAG_CHECKPOINT, TAG_FORMAT, TAG_STEP, TAG_ST
 from medmix.model import build_model, save_exported
 from medmix.model.export_meta import (EXPORT_FORMATS, HF_ADAPTER_FORMAT, HF_FORMAT, LINEAGE_FILE, TOKENIZER_FILE,
                                       format_name)
+
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 from medmix.model.hf_export import HFExportError, hf_plan, save_hf, save_hf_adapter
 from medmix.model.preprocess import image_preprocess
 from medmix.model.trainable import apply_lora_structure, merge_lora, select_trainable
@@ -131,6 +135,11 @@ def _write(fmt: str, model, cfg, tok, prep, out: Path, *, dtype: torch.dtype | N
         "image_mean": list(prep.mean), "image_std": list(prep.std),
     })
     tok.save(out / TOKENIZER_FILE)
+    # the token names, which tokenizer.json alone does not say: a LLaVA's image token is `<image>`,
+    # and loading the export without it would add medmix's `<img>` as a new id
+    image = Tokenizer.from_str(tok.to_str()).id_to_token(tok.image_token_id)
+    (out / TOKENIZER_CONFIG_FILE).write_text(json.dumps(
+        {"bos_token": tok.bos_token, "eos_token": tok.eos_token, "image_token": image}, indent=1))
 
 
 def register_checkpoint_export(tracker_cfg: TrackerConfig, checkpoint: str | Path, export_dir: str | Path,

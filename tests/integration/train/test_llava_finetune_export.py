@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from medmix.cli import main
 from medmix.data.images import to_model_input
+from medmix.data.tokenizer import MedmixTokenizer
 from medmix.model import generate
 from medmix.model.export_meta import CONFIG_FILE
 from medmix.model.hf_export import HFExportError
@@ -89,7 +91,13 @@ def test_a_llava_fine_tuned_in_medmix_loads_in_plain_transformers_and_peft(tmp_p
         logits = model(torch.tensor([ids]), pixel_values=pixels).logits[0]
     generated = generate(model, [ids], pixels, max_new_tokens=8, eos_token_id=tok.eos_id)[0]
 
-    hf_dir = export_checkpoint(ckpt, tmp_path / "hf", fmt="hf")
+    # medmix's own format keeps the LLaVA's tokens: serving and evaluation tokenise as training did
+    reloaded = MedmixTokenizer.from_file(export_checkpoint(ckpt, tmp_path / "medmix") / "tokenizer.json")
+    assert (reloaded.image_token_id, reloaded.bos_id, reloaded.eos_id, len(reloaded)) == \
+        (tok.image_token_id, tok.bos_id, tok.eos_id, len(tok))
+
+    assert main(["export", str(ckpt), "--format", "hf", "--out", str(tmp_path / "hf"), "--no-register"]) == 0
+    hf_dir = tmp_path / "hf"
     adapter_dir = export_checkpoint(ckpt, tmp_path / "adapter", fmt="hf-adapter")  # base: model.llava_path
     adapter = json.loads((adapter_dir / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(llava)
