@@ -34,6 +34,7 @@ from medmix.config import to_dict
 from medmix.data.tokenizer import ensure_tokenizer, load_tokenizer
 from medmix.lineage.backend import pin_tracking_uri
 from medmix.lineage.tracker import build_tracker
+from medmix.model.paths import PKG_PREFIX
 from medmix.model.preprocess import image_preprocess
 from medmix.model.resolve import resolve
 from medmix.options import ConfigError
@@ -67,10 +68,12 @@ def use_gpu(cfg: MedmixConfig) -> bool:
     return cfg.train.use_gpu == "true"
 
 
-def prepare(cfg: MedmixConfig) -> None:
+def prepare(cfg: MedmixConfig) -> dict[str, str]:
     """Check inputs before any worker starts: the storage answers, the store exists, the
-    tokenizer is there, the tracking server answers. Each failure is one error naming the path
-    or URI, before anything is written."""
+    tokenizer is there, the tracking server answers, the model can be built, `train.init_from`
+    resolves to weights that fit it. Each failure is one error naming the path or URI, before
+    anything is written. A run and a sweep both come through here, so `train.init_from` reaches
+    their workers as a local export directory; returns its lineage tags ({} without one)."""
     from medmix.data.store import ShardStore
     if cfg.lineage.enabled:   # the tracking server answers, and every worker gets its URI
         pin_tracking_uri(cfg.lineage)
@@ -78,6 +81,7 @@ def prepare(cfg: MedmixConfig) -> None:
     ShardStore(check_reachable(cfg.data.root)).manifest()  # clear error if the store is missing
     ensure_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
     check_model(cfg)
+    return resolve_init_from(cfg)
 
 
 def check_model(cfg: MedmixConfig) -> None:
@@ -107,8 +111,12 @@ def absolutize(cfg: MedmixConfig) -> Location:
     cfg.lineage.root = normalize(cfg.lineage.root)
     if cfg.tokenizer.path:
         cfg.tokenizer.path = normalize(cfg.tokenizer.path)
-    if cfg.model.vision_path and not cfg.model.vision_path.startswith("pkg:"):
-        cfg.model.vision_path = normalize(cfg.model.vision_path)
+    # model files given relative to where the command ran: a worker's working directory is another
+    m = cfg.model
+    for key in ("vision_path", "decoder_path", "projector_path", "vision_checkpoint", "llava_path"):
+        value = getattr(m, key, "")
+        if value and not value.startswith(PKG_PREFIX):
+            setattr(m, key, normalize(value))
     return location(cfg.train.storage_path).join(cfg.name)
 
 
@@ -171,9 +179,8 @@ def read_ranks(run_dir: Location | Path | str) -> list[dict]:
 def train(cfg: MedmixConfig) -> TrainResult:
     """Run (or resume) the training job described by `cfg` and wait for it to finish."""
 
-    prepare(cfg)
+    parent = prepare(cfg)
     run_dir = absolutize(cfg)
-    parent = resolve_init_from(cfg)
     tracker = build_tracker(cfg.lineage)
     run_id = _open_train_run(tracker, cfg, run_dir, parent)
     ensure_ray(cfg.train.num_workers * cfg.train.cpus_per_worker)
