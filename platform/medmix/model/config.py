@@ -65,12 +65,12 @@ class ModelConfig:
                                      "(a LLaVA model's multi_modal_projector.* tensors are found by name); '' = "
                                      "random init")
     vision_checkpoint: str = option("", "local timm checkpoint file (.safetensors, or a .pth state dict read weights-only) for the ViT; pkg:<package>/<file> = inside an installed package; '' = random init")
-    decoder_path: str = option("", "local Hugging Face model directory or .gguf file for the decoder (its shape overrides the language scale); pkg:<package>/<file> = inside an installed package; '' = random init from the scale")
+    decoder_path: str = option("", "local Hugging Face model directory or .gguf file for the decoder (its shape overrides the language scale; a LLaVA directory gives its language model); pkg:<package>/<file> = inside an installed package; '' = random init from the scale")
     vision_timm: str = option("", "timm model name whose architecture is the vision tower (any ViT-family model "
                                   "that yields patch tokens; patch size and grid from the model, weights from "
                                   "model.vision_checkpoint); '' = the vision scale's ViT")
-    vision_path: str = option("", "local Hugging Face vision model directory (SigLIP, CLIP, or a vision config "
-                                  "AutoModel resolves) with its preprocessor_config.json; its shape and "
+    vision_path: str = option("", "local Hugging Face vision model directory (SigLIP, CLIP, a LLaVA's tower, or a "
+                                  "vision config AutoModel resolves) with its image processor config; its shape and "
                                   "preprocessing replace the vision scale's; pkg:<package>/<dir> = inside an "
                                   "installed package")
     vision_feature_layer: int = option(-1, "tower layer whose patch tokens go to the projector: -1 = the final "
