@@ -72,3 +72,30 @@ def test_lineage_shows_the_model_a_run_started_from():
     chain = LineageChain(run={"run_id": "r2", "name": "stage2", "status": "FINISHED", "started": "today",
                               "init_from": {"ref": "medmix@champion", "version": "medmix/3", "run": "r1"}})
     assert "started from: medmix@champion  version medmix/3  run r1" in format_chain(chain)
+
+
+def test_prepare_resolves_init_from_for_train_and_sweep_alike(tmp_path, tiny_suite, monkeypatch):
+    """`medmix train` and `medmix sweep` both call prepare(): the workers (a sweep's trials too)
+    get the parent as an absolute local export directory, and the lineage tags keep the reference."""
+    from medmix.train.launcher import prepare
+    cfg = suite_config(tmp_path, tiny_suite, *OVERRIDES)
+    parent_export(cfg, tmp_path / "parent")
+    monkeypatch.chdir(tmp_path)
+    cfg.train.init_from = "parent"
+    tags = prepare(cfg)
+    assert tags["medmix.init_from"] == "parent"
+    assert cfg.train.init_from == str((tmp_path / "parent").resolve())
+
+
+def test_model_paths_given_relative_are_made_absolute_for_the_workers(tmp_path, monkeypatch):
+    from medmix.config import load_config
+    from medmix.train.launcher import absolutize
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("debug", ['model.decoder_path="llama"', 'model.vision_path="towers/siglip"',
+                                'model.projector_path="stage1/model.safetensors"',
+                                'model.vision_checkpoint="pkg:some_package/vit.safetensors"'])
+    absolutize(cfg)
+    assert cfg.model.decoder_path == str(tmp_path / "llama")
+    assert cfg.model.vision_path == str(tmp_path / "towers" / "siglip")
+    assert cfg.model.projector_path == str(tmp_path / "stage1" / "model.safetensors")
+    assert cfg.model.vision_checkpoint == "pkg:some_package/vit.safetensors"  # resolved where it is installed
