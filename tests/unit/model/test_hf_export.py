@@ -66,13 +66,14 @@ def test_the_adapter_alone_on_its_base_is_the_trained_model(llava_dir, tmp_path)
     model.eval()  # the adapters' dropout modules start in training mode
     nudge([p for p in model.parameters() if p.requires_grad])  # as training would move them
     save_hf_adapter(model, tmp_path / "adapter", llava_dir, tok, image_preprocess(cfg), lora)
-    tuned = PeftModel.from_pretrained(LlavaForConditionalGeneration.from_pretrained(llava_dir), tmp_path / "adapter")
+    base = LlavaForConditionalGeneration.from_pretrained(llava_dir).eval()
     ids, px = prompt(tok)
     with torch.no_grad():
         want = model(ids, pixel_values=px).logits
-        torch.testing.assert_close(tuned.eval()(input_ids=ids, pixel_values=px).logits, want, rtol=0, atol=1e-5)
-        base = LlavaForConditionalGeneration.from_pretrained(llava_dir).eval()(input_ids=ids, pixel_values=px).logits
-    assert (base - want).abs().max() > 1e-3  # the adapter (and the saved projector) matter
+        before = base(input_ids=ids, pixel_values=px).logits
+        tuned = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()  # wraps `base` in place
+        torch.testing.assert_close(tuned(input_ids=ids, pixel_values=px).logits, want, rtol=0, atol=1e-5)
+    assert (before - want).abs().max() > 1e-3  # the adapter (and the saved projector) matter
 
     with torch.no_grad():
         model.decoder.model.norm.weight.add_(0.5)  # frozen in this run: the base no longer matches
