@@ -366,10 +366,14 @@ def ensure_tokenizer(tcfg: TokenizerConfig, store_root: str | os.PathLike | Loca
     from medmix.data.store import ShardStore
     path = resolve_path(tcfg, store_root, decoder_path)
     if tcfg.path or decoder_path:
+        key = "tokenizer.path" if tcfg.path else "model.decoder_path"
         if not path.exists():
-            key = "tokenizer.path" if tcfg.path else "model.decoder_path"
             raise TokenizerError(f"{key}: {path} does not exist (a tokenizer.json, a model directory "
                                  f"or a .gguf file)")
+        if path.is_dir() and not any((Path(path) / f).is_file() for f in (TOKENIZER_FILE, SENTENCEPIECE_FILE)):
+            raise TokenizerError(f"{key}: {path} holds no tokenizer (tokenizer.json or SentencePiece's "
+                                 f"tokenizer.model); save the decoder's tokenizer beside it "
+                                 f"(tokenizer.save_pretrained) or set tokenizer.path")
         return path
     return train_tokenizer(ShardStore(store_root), tcfg)
 

@@ -44,12 +44,38 @@ def _hf_location(path: Path) -> tuple[str, dict]:
     return str(path), {}
 
 
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
+
+
+def _check_model_dir(path: Path) -> None:
+    """A decoder directory holds config.json and weights; otherwise a ValueError naming it."""
+    if not (path / "config.json").is_file():
+        raise ValueError(f"model.decoder_path {path}: not a Hugging Face model directory (no config.json); "
+                         f"point it at the folder save_pretrained wrote, or at a .gguf file")
+    if not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
+        raise ValueError(f"model.decoder_path {path}: config.json but no weights (*.safetensors or "
+                         f"pytorch_model*.bin); nothing would be loaded")
+
+
 def load_decoder_config(ref: str):
     """The transformers config of a pretrained decoder (reads metadata only, no weights); a
-    LLaVA directory's `text_config`."""
+    LLaVA directory's `text_config`. A directory that is not a model, or whose model is not a
+    causal language model, is a ValueError naming the path."""
     from transformers import AutoConfig
-    where, extra = _hf_location(resolve_local_path(ref, what="model.decoder_path"))
-    config = AutoConfig.from_pretrained(where, local_files_only=True, **extra)
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    path = resolve_local_path(ref, what="model.decoder_path")
+    where, extra = _hf_location(path)
+    if not is_gguf(path):
+        _check_model_dir(path)
+    try:
+        config = AutoConfig.from_pretrained(where, local_files_only=True, **extra)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"model.decoder_path {path}: transformers cannot read its config "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc})") from None
+    if config.model_type != LLAVA_TYPE and config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ValueError(f"model.decoder_path {path}: model_type {config.model_type!r} is not a causal "
+                         f"language model (AutoModelForCausalLM cannot build it); the decoder must be "
+                         f"a Llama/Qwen/Gemma-style LM (a vision tower goes in model.vision_path)")
     if config.model_type == LLAVA_TYPE:
         text = config.text_config
         # LLaVA keeps the tie flag at the top level for some language models
@@ -64,6 +90,7 @@ def load_pretrained_decoder(ref: str) -> nn.Module:
     from transformers import AutoModelForCausalLM
     path = resolve_local_path(ref, what="model.decoder_path")
     where, extra = _hf_location(path)
+    load_decoder_config(ref)  # a clear error for what is not a causal LM, before transformers' own
     if not is_llava_dir(path):
         return AutoModelForCausalLM.from_pretrained(where, local_files_only=True, dtype=torch.float32, **extra)
     decoder, info = AutoModelForCausalLM.from_pretrained(

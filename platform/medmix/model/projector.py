@@ -122,6 +122,12 @@ def read_projector_weights(path: Path) -> dict[str, torch.Tensor]:
 def load_projector(projector: nn.Module, ref: str) -> None:
     """Copy local projector weights into `projector`; a missing, extra or mis-shaped tensor is an
     error naming it."""
+    projector.load_state_dict(projector_weights(projector, ref))
+
+
+def projector_weights(projector: nn.Module, ref: str) -> dict[str, torch.Tensor]:
+    """The projector tensors at `ref`, checked by name and shape against `projector` (which may
+    live on the meta device: the driver checks before any worker starts)."""
     path = resolve_local_path(ref, what="model.projector_path")
     state = read_projector_weights(path)
     own = projector.state_dict()
@@ -132,10 +138,12 @@ def load_projector(projector: nn.Module, ref: str) -> None:
                          f"(a LLaVA checkpoint needs model.projector = \"llava\")")
     for name, tensor in state.items():
         if tuple(tensor.shape) != tuple(own[name].shape):
+            first = next(m for m in projector.modules() if isinstance(m, nn.Linear))
             raise ValueError(f"model.projector_path {path}: {name} has shape {tuple(tensor.shape)}, this "
-                             f"model's projector expects {tuple(own[name].shape)} (vision width -> "
-                             f"decoder width); the tower or decoder differs from the checkpoint's")
-    projector.load_state_dict(state)
+                             f"model's projector expects {tuple(own[name].shape)}: the hidden sizes do not "
+                             f"match (this model's tower has hidden size {first.in_features}, its decoder "
+                             f"{first.out_features}); the tower or decoder differs from the checkpoint's")
+    return state
 
 
 def build_projector(cfg: ModelConfig, *, vision_dim: int, text_dim: int,

@@ -85,18 +85,24 @@ def prepare(cfg: MedmixConfig) -> dict[str, str]:
 
 
 def check_model(cfg: MedmixConfig) -> None:
-    """A vision tower that cannot be built (a directory that is not a model, an unsupported
-    architecture, an image size it cannot take), a LoRA target or a `train.trainable` glob that
+    """A vision tower or decoder that cannot be built (a directory that is not a model, an
+    unsupported architecture, an image size it cannot take), projector weights whose sizes do not
+    fit the tower's and decoder's hidden sizes, a LoRA target or a `train.trainable` glob that
     matches nothing: each fails here, naming it, before any worker starts. The model is built
     on the meta device (shapes only, no weights read). The default model trained whole has
     nothing to check, and the driver then never imports torch."""
-    if cfg.train.trainable == "all" and not (cfg.model.vision_path or cfg.model.vision_timm):
+    m = cfg.model
+    if cfg.train.trainable == "all" and not (m.vision_path or m.vision_timm or m.decoder_path or m.projector_path):
         return
-    from medmix.model.summary import trainable_summary  # torch and transformers: only for this check
+    # torch and transformers: only for this check
+    from medmix.model.projector import projector_weights
+    from medmix.model.summary import build_on_meta, trainable_summary
     try:
         trainable_summary(cfg.model, cfg.train.trainable, cfg.train.lora, vocab_size=cfg.tokenizer.vocab_size,
                           world_size=cfg.train.num_workers)
         image_preprocess(cfg.model)  # the tower's preprocessor_config.json agrees with model.image_size
+        if m.projector_path:  # its tensors fit the tower's and the decoder's hidden sizes
+            projector_weights(build_on_meta(m, cfg.tokenizer.vocab_size).projector, m.projector_path)
     except ConfigError:
         raise
     except (ValueError, FileNotFoundError) as exc:  # a tower or decoder that cannot be built

@@ -139,6 +139,9 @@ def test_root_config_resolution_order(trained, tmp_path):
     assert resolve_path(*sections(cfg)) == path
     with pytest.raises(TokenizerError, match="tokenizer.path: .*missing.json does not exist"):
         ensure_tokenizer(*sections(load_config("debug", [root, f'tokenizer.path="{tmp_path}/missing.json"'])))
+    (tmp_path / "bare").mkdir()  # a decoder directory saved without its tokenizer
+    with pytest.raises(TokenizerError, match=r"model.decoder_path: .*bare holds no tokenizer .*tokenizer.save_pretrained"):
+        ensure_tokenizer(*sections(load_config("debug", [root, f'model.decoder_path="{tmp_path}/bare"'])))
 
 
 def _smollm2_gguf() -> Path | None:

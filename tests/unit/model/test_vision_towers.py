@@ -153,3 +153,25 @@ def test_bad_towers_fail_before_any_worker_naming_the_path(tmp_path, siglip_dir)
 def test_more_image_tokens_than_the_tower_has_patches_is_an_error(siglip_dir):
     with pytest.raises(ValueError, match="model.num_image_tokens = 32 is more than the 16 patches"):
         build(vision_path=str(siglip_dir), num_image_tokens=32)
+
+
+def test_bad_decoders_and_projectors_fail_before_any_worker_naming_the_path(tmp_path, siglip_dir):
+    from transformers import LlamaConfig, SiglipVisionConfig
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"model.decoder_path .*empty: not a Hugging Face model directory"):
+        check(decoder_path=str(tmp_path / "empty"))
+    LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path / "noweights")
+    with pytest.raises(ConfigError, match=r"noweights: config.json but no weights"):
+        check(decoder_path=str(tmp_path / "noweights"))
+    SiglipVisionConfig(hidden_size=32, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       image_size=32, patch_size=16).save_pretrained(tmp_path / "tower")
+    (tmp_path / "tower" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"model_type 'siglip_vision_model' is not a causal language model"):
+        check(decoder_path=str(tmp_path / "tower"))
+    # a projector saved for another pair of hidden sizes: named with both sizes, before any worker
+    from safetensors.torch import save_file
+    save_file({"proj.0.weight": torch.zeros(48, 16), "proj.0.bias": torch.zeros(48),
+               "proj.2.weight": torch.zeros(48, 48), "proj.2.bias": torch.zeros(48)}, tmp_path / "p.safetensors")
+    with pytest.raises(ConfigError, match=r"p.safetensors: proj.0.\w+ has shape \(48,.*hidden sizes do not "
+                                          r"match \(this model's tower has hidden size 64"):
+        check(projector_path=str(tmp_path / "p.safetensors"))
