@@ -37,6 +37,10 @@ def add_parser(sub) -> None:
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for a cluster's nodes to reach it)")
     p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     p.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
+    p.add_argument("--jobs", action="store_true",
+                   help="also start MLflow's job runner (the huey consumer processes behind MLflow's GenAI "
+                        "evaluation jobs). medmix does not use it, so by default it is off: five fewer "
+                        "processes, about 1 GB less memory and a faster start")
     p.add_argument("--dry-run", action="store_true", help="print the mlflow command and exit")
     p.set_defaults(func=run)
 
@@ -56,6 +60,15 @@ def server_command(root: str | Path, artifacts: str | None, host: str, port: int
     return cmd
 
 
+def server_env(base: dict[str, str] | os._Environ, jobs: bool) -> dict[str, str]:
+    """The server's environment: telemetry off unless asked for, and MLflow's job runner only
+    with --jobs (a variable the user set wins either way)."""
+    env = dict(base)
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "true" if jobs else "false")
+    return env
+
+
 def run(args: argparse.Namespace) -> int:
     cmd = server_command(args.root, args.artifacts, args.host, args.port, args.workers)
     if args.dry_run:
@@ -64,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.artifacts and is_uri(args.artifacts):
         check_reachable(args.artifacts)   # endpoint, credentials, bucket: before the server starts
     Path(args.root).mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true")}
+    env = server_env(os.environ, jobs=args.jobs)
     print(f"medmix: MLflow tracking server on http://{args.host}:{args.port} "
           f"(runs: {Path(args.root).resolve() / 'mlflow.db'}, artifacts: {cmd[cmd.index('--artifacts-destination') + 1]})",
           flush=True)

@@ -50,3 +50,12 @@ def test_tracking_server_proxies_artifacts_to_the_given_destination(tmp_path):
     assert "--allowed-hosts" in cmd           # reachable from other nodes by any name
     local = server_command(tmp_path / "t", None, "127.0.0.1", 5000, 1)
     assert local[local.index("--artifacts-destination") + 1] == (tmp_path / "t" / "artifacts").as_uri()
+
+
+def test_tracking_server_starts_mlflows_job_runner_only_when_asked():
+    from medmix.commands.tracking_server import server_env
+    off = server_env({"PATH": "/bin"}, jobs=False)
+    assert off["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false" and off["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert server_env({}, jobs=True)["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
+    # what the user set in the server's environment wins
+    assert server_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}, jobs=False)["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
