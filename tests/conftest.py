@@ -16,6 +16,16 @@ settings.register_profile("ci", derandomize=True, database=None, print_blob=True
 settings.register_profile("dev")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
+# Under `make test`'s pytest-xdist workers (one per core) every worker computes with one thread:
+# two OpenMP threads per worker would make four on two cores, and a parallel region then waits
+# at its barrier for a thread the other worker's process has descheduled (a compute-bound test
+# ran ~3x slower beside another than alone). Set before torch is imported; subprocesses (CLI
+# drivers, Ray's workers) inherit it, and medmix's Ray workers and replicas still set their own
+# thread count from their CPUs (train.cpus_per_worker, serve.torch_threads).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 
 def pytest_collection_modifyitems(config, items):
     _slow_files_first(items)
@@ -112,12 +122,14 @@ def ray_local():
     ray.shutdown()
 
 
-def _build_suite(root, size: str) -> str:
+def _build_suite(root, size: str, tasks: tuple[str, ...] = ()) -> str:
+    import json
+
     from medmix.config import load_config
     from medmix.data.store import ShardStore
     from medmix.data.synth.suite import build_suite
     from medmix.data.tokenizer import ensure_tokenizer
-    cfg = load_config("debug", [f'data.root="{root}"', f'synth.size="{size}"'])
+    cfg = load_config("debug", [f'data.root="{root}"', f'synth.size="{size}"', f"synth.tasks={json.dumps(list(tasks))}"])
     build_suite(cfg.synth, ShardStore(cfg.data.root, cfg.data), cfg.data.image_size, progress=False)
     ensure_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
     return str(root)
@@ -129,10 +141,16 @@ def tiny_suite(tmp_path_factory) -> str:
     return _build_suite(tmp_path_factory.mktemp("tiny-suite") / "data", "tiny")
 
 
+# The tasks the `small_suite` tests train on (tests/integration/evaluate/test_image_path.py and
+# test_transfer.py); building only these is a fifth of building every task. A test that needs
+# another task at size `small` adds it here.
+SMALL_SUITE_TASKS = ("cxr_classify", "cxr_report", "mammo_cbis_mass")
+
+
 @pytest.fixture(scope="session")
 def small_suite(tmp_path_factory) -> str:
-    """The bundled suite at size `small` (+ its tokenizer): enough rows to learn from."""
-    return _build_suite(tmp_path_factory.mktemp("small-suite") / "data", "small")
+    """The bundled suite at size `small` for SMALL_SUITE_TASKS (+ its tokenizer): enough rows to learn from."""
+    return _build_suite(tmp_path_factory.mktemp("small-suite") / "data", "small", SMALL_SUITE_TASKS)
 
 
 def suite_config(tmp_path, suite_root: str, *overrides: str):

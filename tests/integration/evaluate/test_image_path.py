@@ -14,8 +14,9 @@ found by measuring on this suite (16 examples a step on one CPU worker):
 - 200 steps at lr 2e-3: accuracy 0.71, macro-AUC 0.88 (the bars: majority + 0.2 = 0.54, and
   0.75). 300 steps at the debug preset's 1e-3 gave ~0.8 accuracy, but 180 steps at 1e-3 only
   0.77 AUC and 200 steps at 1.5e-3 only 0.72: here the learning rate matters more than steps;
-- `train.cpus_per_worker = 2`: the one worker computes with both cores' threads (the run is
-  compute-bound).
+- `train.cpus_per_worker = 1`: one compute thread. `make test` runs two pytest workers on two
+  cores, so a second thread only contends with the other worker's test (alone, 2 threads
+  trained in 64 s; beside the rest of the suite they made this the slowest test, 272 s).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def test_trained_model_uses_its_images(tmp_path, small_suite, ray_local):
     from medmix.evaluate.runner import evaluate
     from medmix.train.launcher import train
     cfg = suite_config(tmp_path, small_suite, "name=imagepath", f'mixture.tasks=["{TASK}"]',
-                       "train.steps=200", "train.num_workers=1", "train.cpus_per_worker=2", "train.eval_every=0",
+                       "train.steps=200", "train.num_workers=1", "train.cpus_per_worker=1", "train.eval_every=0",
                        "train.checkpoint_every=200", "train.log_every=50", "train.lr=2e-3",
                        "mixture.global_batch_size=16", "model.num_image_tokens=16", "stream.exemplar=false",
                        f'eval.report_dir="{tmp_path}/eval"', "eval.use_ray=false", "eval.batch_size=25")
