@@ -136,6 +136,7 @@ HEAVY = {
     "gguf": "numpy-heavy reader", "tqdm": "terminal probing", "pandas": "~0.5 s import",
     "numpy": "~0.1 s import, kept off the CLI", "yaml": "only cluster files", "starlette": "serve only",
     "pydantic": "serve only", "uvicorn": "serve only", "prometheus_client": "metrics readers only",
+    "peft": "imports transformers' modeling (~4 s with torch)",
 }
 
 

@@ -41,7 +41,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import peft
 import torch
+from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from medmix.model.llava import PREFIX_TOKENS, STRATEGY_FOR_PREFIX, llava_feature_layer
@@ -215,8 +217,6 @@ def save_hf_adapter(model: nn.Module, out_dir: str | os.PathLike, base_dir: str 
             from; a frozen tensor that differs from the base's is an HFExportError naming it.
         lora: the run's `train.lora` (rank, alpha, dropout).
     """
-    import peft
-    from peft.tuners.lora import LoraLayer
     from transformers import LlavaForConditionalGeneration
 
     plan = hf_plan(model)
