@@ -32,7 +32,8 @@ pytestmark = pytest.mark.slow(minutes=3.5)
 
 TRIALS = 3   # enough for a sweep that is killed with trials in flight and one still to start
 OVERRIDES = [f"sweep.num_samples={TRIALS}", "train.steps=8", "train.eval_every=4", "train.log_every=4", "train.checkpoint_every=8",
-             "mixture.global_batch_size=8", "sweep.grace_period=4", "sweep.max_concurrent=2"]
+             "mixture.global_batch_size=8", "sweep.grace_period=4", "sweep.max_concurrent=2",
+             "sweep.eval_rows=8", "sweep.bootstrap=200"]   # trials are compared, not measured finely
 
 
 def sweep_overrides(tmp: Path, suite: str, bucket: str) -> list[str]:
