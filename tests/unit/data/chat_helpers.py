@@ -64,3 +64,15 @@ def show(tok, ids: list[int]) -> str:
             text.append(i)
     out.append(tok.decode(text, skip_special_tokens=False))
     return "".join(out)
+
+
+GOLDEN = Path(__file__).parent / "golden" / "chat"
+DERM = {"age": 41, "gender": "male", "region": "back", "itch": "yes"}
+
+
+def golden_text(tok, ex) -> str:
+    """An encoded example as the golden files hold it: the sequence, then its labelled ids."""
+    from medmix.data.encode import IGNORE_INDEX
+    labelled = [i for i in ex.labels if i != IGNORE_INDEX]
+    return (f"=== sequence ({len(ex)} tokens, {ex.num_prompt_tokens} prompt) ===\n{show(tok, ex.input_ids)}\n"
+            f"=== labelled ===\n{show(tok, labelled)}\n")

@@ -14,15 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from chat_helpers import LLAMA3_STYLE_TEMPLATE, byte_bpe, llama3_style_dir, show
+from chat_helpers import DERM, GOLDEN, LLAMA3_STYLE_TEMPLATE, byte_bpe, golden_text, llama3_style_dir, show
 from medmix.config import load_config
 from medmix.data.chat import ChatTemplateError, Message, chat_prompt_ids
 from medmix.data.encode import IGNORE_INDEX, encode_example, encode_options, encode_prompt
 from medmix.data.tokenizer import MedmixTokenizer, TokenizerError, load_tokenizer
 from medmix.tasks import get_task, prompt_turns
 
-GOLDEN = Path(__file__).parent / "golden" / "chat"
-DERM = {"age": 41, "gender": "male", "region": "back", "itch": "yes"}
 MEDQA = {"question": "Which organ makes insulin?", "options": ["Liver", "Pancreas", "Kidney", "Spleen"]}
 
 
@@ -40,12 +38,6 @@ def tok(llama3_dir) -> MedmixTokenizer:
 def hf(llama3_dir):
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(str(llama3_dir), local_files_only=True)
-
-
-def golden_text(tok, ex) -> str:
-    labelled = [i for i in ex.labels if i != IGNORE_INDEX]
-    return (f"=== sequence ({len(ex)} tokens, {ex.num_prompt_tokens} prompt) ===\n{show(tok, ex.input_ids)}\n"
-            f"=== labelled ===\n{show(tok, labelled)}\n")
 
 
 def check_golden(name: str, text: str) -> None:
