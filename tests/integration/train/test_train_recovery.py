@@ -1,8 +1,8 @@
 """Training on real Ray (2 CPU workers, FSDP2 over gloo), real DCP checkpoints, real MLflow.
 
 Proves: the debug run learns and records its lineage; a run resumes onto a different number of
-workers; `medmix export` + `medmix lineage` give the whole chain back to the shards; a worker
-killed inside a checkpoint leaves nothing export would pick. (A worker's node killed mid-run,
+workers; `medmix export` + `medmix lineage` give the whole chain back to the shards; a
+checkpoint without its commit is one export never picks. (A worker's node killed mid-run,
 the run resumed to *exactly* the weights and example sequence of an uninterrupted run:
 tests/integration/cluster/test_cluster_object_storage.py.)
 """
@@ -102,28 +102,26 @@ def test_resume_onto_fewer_workers_and_export_lineage(uninterrupted, tmp_path, t
         assert needle in chain, f"lineage output lacks {needle}:\n{chain}"
 
 
-def test_a_worker_killed_inside_a_checkpoint_leaves_nothing_export_would_pick(tmp_path, tiny_suite, ray_local, capsys):
-    """Rank 1 dies after storing its part of the step-6 checkpoint, before the commit (no restarts
-    left): step-000006 holds every file but COMMITTED, and neither a run-directory lookup nor
-    `medmix export` takes it."""
+def test_a_checkpoint_without_its_commit_is_one_export_never_picks(uninterrupted, tmp_path, capsys):
+    """The clean run's step-8 checkpoint with its COMMITTED removed — every rank's shards and
+    medmix.json present, as a rank killed between storing its part and the commit leaves it
+    (that kill, and the resume that skips the torn checkpoint:
+    tests/integration/train/test_byo_model.py) — is never taken: a run-directory lookup and
+    `medmix export` of the run fall back to step 6, and exporting step 8 itself is refused."""
+    import shutil
+
     from medmix.cli import main
     from medmix.train.checkpoint import COMMIT_FILE, META_FILE, find_latest_checkpoint
-    from medmix.train.launcher import train
-    cfg = suite_config(tmp_path, tiny_suite, "name=torn", *STEPS, "train.steps=6", "debug.fail_in_checkpoint_at_step=6",
-                       "debug.fail_rank=1", "train.max_failures=0", "lineage.enabled=false")
-    try:
-        failed = train(cfg).error is not None
-    except Exception:  # noqa: BLE001 - Ray Train raises once no restart is left
-        failed = True
-    assert failed, "the run survived a fault with no restarts left"
-    run_dir = tmp_path / "runs" / "checkpoints" / "torn"
-    torn = run_dir / "step-000006"
-    assert (torn / META_FILE).is_file() and list(torn.glob("*.distcp")) and not (torn / COMMIT_FILE).exists()
-    assert (run_dir / "step-000003" / COMMIT_FILE).is_file()
-    assert find_latest_checkpoint(run_dir) == run_dir / "step-000003"
+    _, clean = uninterrupted
+    run_dir = tmp_path / "clean"
+    shutil.copytree(clean.run_dir, run_dir)
+    torn = run_dir / "step-000008"
+    (torn / COMMIT_FILE).unlink()
+    assert (torn / META_FILE).is_file() and len(list(torn.glob("*.distcp"))) == 2
+    assert find_latest_checkpoint(run_dir) == run_dir / "step-000006"
     capsys.readouterr()
     assert main(["export", str(run_dir), "--out", str(tmp_path / "export"), "--no-register"]) == 0
-    assert json.loads((tmp_path / "export" / "medmix.json").read_text())["step"] == 3
+    assert json.loads((tmp_path / "export" / "medmix.json").read_text())["step"] == 6
     assert main(["export", str(torn), "--out", str(tmp_path / "torn-export"), "--no-register"]) == 1
-    assert "step-000006 is a torn checkpoint" in capsys.readouterr().err
+    assert "step-000008 is a torn checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "torn-export").exists()
