@@ -36,6 +36,7 @@ from typing import Iterator
 
 from medmix.data.chat import end_of_turn
 from medmix.data.config import TokenizerConfig
+from medmix.model.gguf import load_gguf_tokenizer
 from medmix.model.paths import resolve_local_path
 from medmix.storage import Location, is_uri, location
 from medmix.tasks import get_task, render_prompt, render_target
@@ -200,8 +201,7 @@ class MedmixTokenizer:
     def _from_gguf(cls, path: Path, use_template: bool = True) -> "MedmixTokenizer":
         if not path.is_file():
             raise TokenizerError(f"{path}: no such GGUF file")
-        from transformers import AutoTokenizer  # only GGUF needs transformers' converter
-        hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+        hf = load_gguf_tokenizer(path)   # converted once, then read from the medmix cache
         tok = hf.backend_tokenizer
         bos = hf.bos_token or _find(tok, _BOS_NAMES, BOS)
         eos = hf.eos_token or _find(tok, _EOS_NAMES, EOS)

@@ -12,13 +12,8 @@ has more ids than the pretrained vocabulary (medmix adds `<img>`, and `<pad>` wh
 the embeddings (and an untied head) grow to `vocab_size`; new rows start at the mean of the
 existing ones, a neutral point that keeps the initial loss where the pretrained model had it.
 
-Dequantising a GGUF file is slow (SmolLM2-135M: ~6 s to read its config, ~20 s its weights, on
-one core), and every Ray Train worker, restart and Serve replica loads the decoder again. The
-first load therefore keeps the result as a plain Hugging Face directory in the medmix cache
-(`<cache_root()>/gguf/<name>-<key>`: config.json, and model.safetensors unless
-`model.gguf_cache = false`), keyed by the file's path, size and mtime and the transformers
-version; later loads read that directory. Each file lands by an atomic rename, so concurrent
-workers never read half of one.
+A GGUF file is converted once: its config, fp32 weights and tokenizer are then read from the
+medmix cache (`medmix.model.gguf`; `model.gguf_cache = false` keeps the weights out of it).
 
 A GGUF file carries its tokenizer: `export_gguf_tokenizer(gguf, out_dir)` writes it as a
 Hugging Face tokenizer directory (`tokenizer.json` + `tokenizer_config.json` naming BOS/EOS,
@@ -27,42 +22,20 @@ and the chat template) that `medmix.data.tokenizer` â€” and plain `tokenizers` â
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import uuid
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from medmix.model.config import ModelConfig
+from medmix.model.gguf import gguf_cache_dir, load_gguf_tokenizer, write_atomically
 from medmix.model.llava import DECODER_KEYS, LLAVA_TYPE, is_llava_dir
 from medmix.model.paths import is_gguf, resolve_local_path
 from medmix.model.scales import resolve_scales
-from medmix.storage import cache_root
 
 log = logging.getLogger(__name__)
-
-
-def gguf_cache_dir(path: Path) -> Path:
-    """Where the Hugging Face form of the GGUF file `path` is kept (see the module docstring)."""
-    import transformers
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{transformers.__version__}"
-                         .encode()).hexdigest()[:16]
-    return cache_root() / "gguf" / f"{path.stem}-{key}"
-
-
-def _write_atomically(target: Path, write) -> None:
-    """`write(tmp)` into a sibling temp name, then rename it to `target` (readers see all or nothing)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _plain_config(config):
@@ -117,7 +90,7 @@ def load_decoder_config(ref: str):
         raise ValueError(f"model.decoder_path {path}: transformers cannot read its config "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc})") from None
     if extra.get("gguf_file"):   # read from the GGUF file itself: keep it for the next reader
-        _write_atomically(gguf_cache_dir(path) / "config.json",
+        write_atomically(gguf_cache_dir(path) / "config.json",
                           lambda tmp: tmp.write_text(_plain_config(config).to_json_string()))
     if config.model_type != LLAVA_TYPE and config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ValueError(f"model.decoder_path {path}: model_type {config.model_type!r} is not a causal "
@@ -148,7 +121,7 @@ def load_pretrained_decoder(ref: str, *, gguf_cache: bool = True) -> nn.Module:
         decoder = AutoModelForCausalLM.from_pretrained(where, local_files_only=True, dtype=torch.float32, **extra)
         if gguf_cache:
             from safetensors.torch import save_model
-            _write_atomically(cached / "model.safetensors", lambda tmp: save_model(decoder, str(tmp)))
+            write_atomically(cached / "model.safetensors", lambda tmp: save_model(decoder, str(tmp)))
             log.info("decoder: %s dequantised once; later loads read %s", path.name, cached)
         return decoder
     if not is_llava_dir(path):
@@ -231,13 +204,13 @@ def export_gguf_tokenizer(gguf_ref: str | os.PathLike, out_dir: str | os.PathLik
 
     Writes a Hugging Face tokenizer directory: `tokenizer.json` (loadable with
     `tokenizers.Tokenizer.from_file`), `tokenizer_config.json` (BOS/EOS/pad names) and the chat
-    template. Takes a few seconds (transformers converts the GGUF vocabulary).
+    template. The first call for a file takes a few seconds (transformers converts the GGUF
+    vocabulary); later ones read the converted tokenizer from the medmix cache.
     """
-    from transformers import AutoTokenizer
     path = resolve_local_path(gguf_ref, what="GGUF tokenizer")
     if not is_gguf(path):
         raise ValueError(f"{path}: not a .gguf file")
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+    tok = load_gguf_tokenizer(path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(str(out))

@@ -61,7 +61,7 @@ def test_the_gguf_is_dequantised_once_and_later_loads_read_the_cache(smollm):
     model, _, _, base_vocab = smollm
     ref = load_config("small-pretrained").model.decoder_path
     cached = gguf_cache_dir(resolve_local_path(ref))
-    assert {p.name for p in cached.iterdir()} == {"config.json", "model.safetensors"}
+    assert {p.name for p in cached.iterdir()} == {"config.json", "model.safetensors", "tokenizer"}
     again = load_pretrained_decoder(ref)
     assert getattr(again, "hf_quantizer", None) is None          # read from the cache, not the GGUF
     assert again.lm_head.weight is again.get_input_embeddings().weight
