@@ -380,7 +380,8 @@ def backtest(law: MixtureLaw, metric: str = OBJECTIVE, seed: int = 0, min_trials
         s = np.full(len(x), scale_size(held))
         pred = reg.predict(_pooled_features(x, s) if law.model == "ridge" else np.column_stack([x, s]))
         obs = y[ok]
-        rho = spearmanr(pred, obs).statistic
+        constant = len(set(np.round(pred, 12))) == 1 or len(set(np.round(obs, 12))) == 1
+        rho = float("nan") if constant else spearmanr(pred, obs).statistic   # no ranking in tied values
         pick = np.argmin if law.mode == "min" else np.argmax
         out.append({"held_out": held, "trained_on": sorted({r["scale"] for r in train.records}, key=scale_ordinal),
                     "n": int(ok.sum()), "rmse": float(np.sqrt(np.mean((pred - obs) ** 2))),
@@ -417,9 +418,15 @@ def rank_invariance(law: MixtureLaw, metric: str = OBJECTIVE, decimals: int = 4)
         else:
             ya, yb, basis = law.predict(a, every, metric), law.predict(b, every, metric), "fitted"
             common = list(range(len(every)))
-        rho = spearmanr(ya, yb).statistic if len(common) >= 3 else float("nan")
-        out.append({"scales": [a, b], "spearman": float(rho) if rho == rho else float("nan"),
-                    "n": len(common), "basis": basis, "metric": metric})
+        tied = [s for s, y in ((a, ya), (b, yb)) if len(set(np.round(y, 12))) == 1]
+        rho = spearmanr(ya, yb).statistic if len(common) >= 3 and not tied else float("nan")
+        pair = {"scales": [a, b], "spearman": float(rho) if rho == rho else float("nan"),
+                "n": len(common), "basis": basis, "metric": metric}
+        if tied:   # a ranking needs values that differ: say why there is no rho, not just "nan"
+            pair["note"] = (f"every one of the {len(common)} {'shared ' if basis == 'observed' else ''}"
+                            f"mixtures has the same {metric} at {' and '.join(tied)}: no ranking to compare "
+                            f"(train longer, or score tasks by loss: sweep.score_by)")
+        out.append(pair)
     return out
 
 

@@ -355,6 +355,12 @@ def champion_markdown(d: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fmt(value: float, spec: str) -> str:
+    """A number for a report table; a statistic that is not defined (nan: tied values, too few
+    points) reads `undefined`."""
+    return "undefined" if value != value else format(value, spec)
+
+
 def confirmation_markdown(c: Mapping[str, Any]) -> str:
     mix = ", ".join(f"{t} {w:.2f}" for t, w in sorted(c["mixture"].items(), key=lambda kv: -kv[1]))
     lines = ["## Confirmation run", "",
@@ -410,8 +416,10 @@ def summary_markdown(report: AnalysisReport, law: MixtureLaw, *, title: str, mod
     lines += ["", "## Rank invariance across scales (Spearman)", ""]
     if report.spearman:
         lines += ["| scales | rho | mixtures | basis |", "|---|---|---|---|"]
-        lines += [f"| {a} vs {b} | {r['spearman']:.3f} | {r['n']} | {r['basis']} |"
+        lines += [f"| {a} vs {b} | {_fmt(r['spearman'], '.3f')} | {r['n']} | {r['basis']} |"
                   for r in report.spearman for a, b in [r["scales"]]]
+        notes = [f"- {' vs '.join(r['scales'])}: {r['note']}" for r in report.spearman if r.get("note")]
+        lines += ["", *notes] if notes else []
         lines += ["", "`observed`: the same mixtures ran at both scales; `fitted`: both scales' laws "
                   "evaluated at every mixture the sweep ran."]
     else:
@@ -419,14 +427,14 @@ def summary_markdown(report: AnalysisReport, law: MixtureLaw, *, title: str, mod
     lines += ["", "## Backtest: each scale predicted from the others (model size as log10 parameters)", ""]
     if report.backtest:
         lines += ["| held out | fitted on | trials | RMSE | R² | Spearman | picks its best |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {b['held_out']} | {', '.join(b['trained_on'])} | {b['n']} | {b['rmse']:.4f} | {b['r2']:.3f} | "
-                  f"{b['spearman']:.3f} | {'yes' if b['picks_best'] else 'no'} |" for b in report.backtest]
+        lines += [f"| {b['held_out']} | {', '.join(b['trained_on'])} | {b['n']} | {b['rmse']:.4f} | {_fmt(b['r2'], '.3f')} | "
+                  f"{_fmt(b['spearman'], '.3f')} | {'yes' if b['picks_best'] else 'no'} |" for b in report.backtest]
     else:
         lines.append("Needs at least two swept scales with 3 trials each: nothing to backtest.")
     lines += ["", "## Fit quality (held-out R²: leave-one-out up to 20 trials, 10-fold beyond)", "", "| scale | trials | R² objective |", "|---|---|---|"]
     for s, q in report.fit_quality.items():
         r2 = q.get(f"r2_loo/{OBJECTIVE}")
-        lines.append(f"| {s} | {q['trials']} | {'n/a (< 3 trials)' if r2 is None else f'{r2:.3f}'} |")
+        lines.append(f"| {s} | {q['trials']} | {'n/a (< 3 trials)' if r2 is None else _fmt(r2, '.3f')} |")
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in report.plots]
     return "\n".join(lines) + "\n"
 

@@ -195,3 +195,21 @@ def test_cli_analyze_on_a_results_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "At scale **debug/small** (extrapolated" in out
     assert (tmp_path / "out" / "loss_vs_scale.png").is_file()
+
+
+def test_rank_invariance_says_why_there_is_no_rho_when_a_scale_ties(tmp_path):
+    """Short trials can score every shared mixture the same (coarse metrics): Spearman is then
+    undefined, and the report says so and why instead of printing nan."""
+    records = synthetic_records(n=6, same_mixtures=True)
+    for r in records:
+        if r["scale"] == "debug/tiny":
+            for t in TASKS:
+                r[f"val_loss/{t}"] = 2.0
+    table = TrialTable(normalise_records(records))
+    (pair,) = rank_invariance(fit_law(table))
+    assert pair["basis"] == "observed" and pair["n"] == 6 and pair["spearman"] != pair["spearman"]
+    assert "same objective at debug/tiny" in pair["note"]
+    report = analyze(table, tmp_path / "out", min_trials=3)
+    text = report.summary_path.read_text()
+    assert "| debug/debug vs debug/tiny | undefined | 6 | observed |" in text
+    assert "no ranking to compare" in text and " nan " not in text and "| nan" not in text
