@@ -27,6 +27,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault(_var, "1")
 
 
+# Every Ray the tests start (the session's, the clusters' raylets, CLI drivers' jobs) keeps at
+# most one idle worker process and starts none ahead of need: an idle worker polls at ~0.7% of a
+# core, and `num_cpus=6` on a 2-core machine would otherwise keep six per Ray (7.9% -> 4.4% of a
+# core for an idle session Ray, measured). Tests start actors (train workers, replicas), whose
+# processes are never the idle pool's; a burst of tasks still reuses its workers.
+os.environ.setdefault("RAY_num_workers_soft_limit", "1")
+os.environ.setdefault("RAY_prestart_worker_first_driver", "false")
+
+
 def pytest_configure(config):
     """One fresh medmix cache (MEDMIX_CACHE_DIR) for the session, shared by its xdist workers
     (they inherit the variable): what one test keeps there — a GGUF decoder dequantised once,
