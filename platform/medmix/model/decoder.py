@@ -34,6 +34,7 @@ from medmix.model.gguf import gguf_cache_dir, load_gguf_tokenizer, write_atomica
 from medmix.model.llava import DECODER_KEYS, LLAVA_TYPE, is_llava_dir
 from medmix.model.paths import is_gguf, resolve_local_path
 from medmix.model.scales import resolve_scales
+from medmix.storage import location
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,13 @@ def load_decoder_config(ref: str):
             where, extra = str(cached), {}
     try:
         config = AutoConfig.from_pretrained(where, local_files_only=True, **extra)
-        config._name_or_path = str(path.parent) if is_gguf(path) else config._name_or_path
     except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"model.decoder_path {path}: transformers cannot read its config "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc})") from None
-    if extra.get("gguf_file"):   # read from the GGUF file itself: keep it for the next reader
-        write_atomically(gguf_cache_dir(path) / "config.json",
-                          lambda tmp: tmp.write_text(_plain_config(config).to_json_string()))
+    if is_gguf(path):
+        if extra:   # read from the GGUF file itself: keep it for the next reader
+            location(str(gguf_cache_dir(path) / "config.json")).write_text(_plain_config(config).to_json_string())
+        config._name_or_path = str(path.parent)   # the same whichever of the two it was read from
     if config.model_type != LLAVA_TYPE and config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ValueError(f"model.decoder_path {path}: model_type {config.model_type!r} is not a causal "
                          f"language model (AutoModelForCausalLM cannot build it); the decoder must be "

@@ -380,14 +380,18 @@ def backtest(law: MixtureLaw, metric: str = OBJECTIVE, seed: int = 0, min_trials
         s = np.full(len(x), scale_size(held))
         pred = reg.predict(_pooled_features(x, s) if law.model == "ridge" else np.column_stack([x, s]))
         obs = y[ok]
-        constant = len(set(np.round(pred, 12))) == 1 or len(set(np.round(obs, 12))) == 1
-        rho = float("nan") if constant else spearmanr(pred, obs).statistic   # no ranking in tied values
+        rho = float("nan") if _all_tied(pred) or _all_tied(obs) else spearmanr(pred, obs).statistic
         pick = np.argmin if law.mode == "min" else np.argmax
         out.append({"held_out": held, "trained_on": sorted({r["scale"] for r in train.records}, key=scale_ordinal),
                     "n": int(ok.sum()), "rmse": float(np.sqrt(np.mean((pred - obs) ** 2))),
                     "r2": _r2(obs, pred), "spearman": float(rho) if rho == rho else float("nan"),
                     "picks_best": bool(pick(pred) == pick(obs)), "metric": metric})
     return out
+
+
+def _all_tied(values: Sequence[float]) -> bool:
+    """Every value the same: no ranking to correlate (Spearman is undefined)."""
+    return len(set(np.round(np.asarray(values, dtype=float), 12))) == 1
 
 
 def _r2(y: np.ndarray, pred: np.ndarray) -> float:
@@ -418,7 +422,7 @@ def rank_invariance(law: MixtureLaw, metric: str = OBJECTIVE, decimals: int = 4)
         else:
             ya, yb, basis = law.predict(a, every, metric), law.predict(b, every, metric), "fitted"
             common = list(range(len(every)))
-        tied = [s for s, y in ((a, ya), (b, yb)) if len(set(np.round(y, 12))) == 1]
+        tied = [s for s, y in ((a, ya), (b, yb)) if _all_tied(y)]
         rho = spearmanr(ya, yb).statistic if len(common) >= 3 and not tied else float("nan")
         pair = {"scales": [a, b], "spearman": float(rho) if rho == rho else float("nan"),
                 "n": len(common), "basis": basis, "metric": metric}
