@@ -227,11 +227,14 @@ def submit_with_retry(client, entrypoint: str, runtime_env: dict, *, wait: float
 def auth_headers() -> dict[str, str]:
     """The cluster token as an Authorization header, when one is at hand.
 
-    Ray clusters enable token auth by default and write the token to ~/.ray/auth_token, but
-    the Jobs client sends it only when RAY_AUTH_MODE=token was set before ray was imported;
-    an explicit header works either way. RAY_AUTH_MODE set by the user always wins.
+    Ray clusters enable token auth by default and write the token to ~/.ray/auth_token. Ray's
+    own clients add it only when RAY_AUTH_MODE=token is set in the process — which Ray itself
+    does on any `ray.init()` that finds a token, so the variable says nothing about who else
+    sends one; plain HTTP calls (the State API, a health check) never get it. An explicit
+    header works for both (Ray's clients keep a header the caller gave). Only
+    RAY_AUTH_MODE=disabled, the user's word, sends none.
     """
-    if os.environ.get("RAY_AUTH_MODE"):
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
         return {}
     token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
     path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")

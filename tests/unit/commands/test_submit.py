@@ -165,3 +165,26 @@ def test_submit_sends_the_built_job_with_one_submission_id_and_never_logs_secret
     assert status == "SUCCEEDED" and [s[2] for s in sent] == [job_id]
     assert sent[0][1]["env_vars"] == {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "TOKEN": SECRET}
     assert SECRET not in out.getvalue()
+
+
+def test_the_token_goes_in_a_header_unless_the_user_disabled_auth(tmp_path, monkeypatch):
+    """Ray sets RAY_AUTH_MODE=token in any process whose `ray.init()` found a token: that must
+    not stop plain HTTP calls to a token cluster from carrying it (they got 401 after a local
+    Ray had started in the same process)."""
+    from medmix.commands.submit import auth_headers
+    token = tmp_path / "auth_token"
+    token.write_text("abc123\n")
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    assert auth_headers() == {"Authorization": "Bearer abc123"}
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert auth_headers() == {"Authorization": "Bearer abc123"}
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert auth_headers() == {"Authorization": "Bearer from-env"}
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert auth_headers() == {}
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    token.unlink()
+    assert auth_headers() == {}
