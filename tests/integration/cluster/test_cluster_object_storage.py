@@ -20,6 +20,7 @@ the cluster answers. The driver's folder is still empty at the end.
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -118,7 +119,7 @@ def test_train_on_a_cluster_without_shared_disk_survives_a_killed_node(stack, dr
     from medmix.storage import location
     from medmix.train.callbacks import PAUSE_MARKER, read_ledger
     from medmix.train.checkpoint import COMMIT_FILE
-    from medmix.train.launcher import read_ranks
+    from medmix.train.launcher import RUN_INFO, read_ranks
     nodes, bucket = stack["nodes"], stack["bucket"]
     base = f"s3://{bucket}"
     paths = ["--set", f'data.root="{base}/data"', "--set", f'train.storage_path="{base}/checkpoints"',
@@ -173,6 +174,12 @@ def test_train_on_a_cluster_without_shared_disk_survives_a_killed_node(stack, dr
     assert [r["step"] for r in ledger["rank0-attempt1"]][0] == CHECKPOINT_STEP + 1
     resumed_on = {nodes.name_of(r["node_id"]) for r in read_ranks(killed_dir.uri)}
     assert len(resumed_on) == 2 and victim not in resumed_on, resumed_on
+    # every rank on a node labelled for training (the data node's 4 free CPUs stayed unused by
+    # Ray Train), and each run's info says so
+    for run in ("clean", "killed"):
+        ranks = json.loads(location(f"{base}/checkpoints/{run}").join(RUN_INFO).read_text())["ranks"]
+        assert [r["rank"] for r in ranks] == [0, 1], (run, ranks)
+        assert all(r["role"] == "train" and nodes.name_of(r["node_id"]).startswith("train-") for r in ranks), ranks
     # ... with exactly the uninterrupted run's examples: none lost, none repeated
     assert _effective(ledger) == _effective(read_ledger(f"{base}/checkpoints/clean"))
 

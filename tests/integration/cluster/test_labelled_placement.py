@@ -2,8 +2,9 @@
 
 A head with no CPUs, one node labelled `medmix-role=data`, one labelled `medmix-role=train`.
 Proves: a rank's stream, started on the train node, builds every batch on the data node (Ray
-would otherwise prefer the stream's own node, which has CPUs free); a 1-step training run
-puts its worker on the train node and says so in its run info.
+would otherwise prefer the stream's own node, which has CPUs free). That Ray Train's workers
+go to the train nodes, and the run info says so, is proved on the multi-node cluster of
+test_cluster_object_storage.py (its data node has the free CPUs; the ranks must not use them).
 
 The cluster runs in a child process (this file, run as a script): the session's `ray_local`
 Ray must stay as it is for the tests after this one, and one process holds one Ray.
@@ -23,7 +24,7 @@ import pytest
 
 from tests.conftest import suite_config
 
-pytestmark = pytest.mark.slow(minutes=1.2)
+pytestmark = pytest.mark.slow(minutes=0.7)
 
 ROOT = Path(__file__).resolve().parents[3]
 STEPS = 3
@@ -50,15 +51,12 @@ def test_stages_run_on_the_nodes_labelled_for_them(tiny_suite, tmp_path):
     assert got["stream_on"] == nodes["train"]
     assert got["built_on"] == {nodes["data"]: STEPS}, got["built_on"]
 
-    # the train worker ran on the train node, and the run info says so
-    (rank,) = got["ranks"]
-    assert rank["rank"] == 0 and rank["node_id"] == nodes["train"] and rank["role"] == "train"
-    assert got["error"] is None and got["seconds"] < 240, got
+    assert got["seconds"] < 240, got
     print(f"placement child {time.time() - t0:.1f} s: cluster {got['cluster_s']:.1f} s, "
           f"stream pass {got['stream_s']:.1f} s, all {got['seconds']:.1f} s")
 
 
-# -- the child: one cluster, two stages ----------------------------------------------------
+# -- the child: one cluster, one stage ------------------------------------------------------
 
 def _child(suite_root: str, tmp: str, out: str) -> None:
     import ray
@@ -68,14 +66,9 @@ def _child(suite_root: str, tmp: str, out: str) -> None:
     from medmix.data.stream import build_rank_stream
     from medmix.data.tokenizer import load_tokenizer
     from medmix.placement import ROLE_LABEL
-    from medmix.train.launcher import RUN_INFO, train
 
     stream_cfg = suite_config(Path(tmp) / "stream", suite_root, "mixture.global_batch_size=4",
                               "stream.steps_per_block=2")
-    train_cfg = suite_config(Path(tmp) / "train", suite_root, "name=placed", "train.steps=1",
-                             "train.warmup_steps=0", "train.num_workers=1", "train.eval_every=0",
-                             "train.log_every=1", "train.checkpoint_every=1", "mixture.global_batch_size=4",
-                             "lineage.enabled=false")
     t0 = time.time()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
@@ -99,16 +92,10 @@ def _child(suite_root: str, tmp: str, out: str) -> None:
             finally:
                 rs.close()
 
-        # both stages at once (they fit: train node 0.5 + 1 CPU, data node 4 x 0.25 CPU)
-        streaming = stream_pass.remote()
-        result = train(train_cfg)
-        streamed = ray.get(streaming, timeout=120)
-        stream_s = streamed["seconds"]
-        info = json.loads((Path(result.run_dir) / RUN_INFO).read_text())
+        streamed = ray.get(stream_pass.remote(), timeout=120)
         Path(out).write_text(json.dumps({
             "nodes": nodes, "stream_on": streamed["on"], "built_on": streamed["built_on"],
-            "ranks": info["ranks"], "error": result.error, "seconds": time.time() - t0,
-            "cluster_s": started - t0, "stream_s": stream_s}))
+            "seconds": time.time() - t0, "cluster_s": started - t0, "stream_s": streamed["seconds"]}))
     finally:
         ray.shutdown()
         cluster.shutdown()
