@@ -14,14 +14,17 @@ def add_parser(sub) -> None:
                                    "reproduces Med-PaLM M's generalist-vs-specialist comparison in miniature.")
     verbs = p.add_subparsers(dest="report_verb", metavar="<report>", required=True)
     t = verbs.add_parser(
-        "transfer", help="generalist vs one specialist per task at equal compute, plus a one-task ablation",
-        description="Train the generalist (the config's mixture strategy over the tasks) and one specialist "
-                    "per task (mixture weight 1 on that task), every run with the same train.steps x "
-                    "mixture.global_batch_size, plus the generalist without --ablate; evaluate all on "
-                    "eval.split (test) and print/save the table 'generalist vs specialist per task' with the "
-                    "transfer delta (generalist - specialist) and the ablation delta (without - generalist). "
-                    "Writes transfer.md, transfer.csv and transfer.png to --out and logs them to MLflow. "
-                    "Finished runs found under --out are reused.")
+        "transfer", help="generalist vs two specialists per task at matched compute, with intervals, plus "
+                         "a one-task ablation",
+        description="Train the generalist (the config's mixture strategy over the tasks, train.steps x "
+                    "mixture.global_batch_size) and two specialists per task (mixture weight 1 on that task): "
+                    "one with the generalist's total budget, one with the generalist's budget on that task "
+                    "(as many of its examples as the generalist saw), plus the generalist without --ablate; "
+                    "evaluate all on eval.split (test) and print/save the table 'generalist vs specialist per "
+                    "task': each headline metric with its bootstrap interval (eval.bootstrap replicates), the "
+                    "transfer deltas (generalist - specialist) and the ablation delta (without - generalist). "
+                    "Writes transfer.md, transfer.csv and transfer.png (bars with intervals) to --out and logs "
+                    "them to MLflow. Finished runs found under --out are reused.")
     t.add_argument("--tasks", default=None, metavar="T1,T2,...",
                    help="comma-separated tasks to compare (default: the mixture's tasks with rows in eval.split)")
     t.add_argument("--ablate", default="cxr_classify", metavar="TASK",

@@ -5,6 +5,6 @@
     metrics.py    the registry's per-task metrics (scikit-learn, sacrebleu, rouge-score, F1s)
     labeler.py    rule-based CXR report labeler for the clinical-efficacy report metric
     report.py     Markdown table, bar chart, raw JSON
-    transfer.py   `medmix report transfer`: generalist vs specialists at equal compute, ablation
+    transfer.py   `medmix report transfer`: generalist vs specialists at matched compute (the same total, and each task's own budget) with intervals, ablation
     config.py     `[eval]`
 """

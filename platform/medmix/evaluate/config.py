@@ -17,6 +17,8 @@ class EvalConfig:
     max_examples_per_task: int = option(0, "evaluate at most this many examples per task (0 = all)", ge=0)
     max_new_tokens: int = option(64, "generation budget per free-text answer, in tokens", ge=1)
     batch_size: int = option(16, "examples per inference batch (per actor)", ge=1)
+    bootstrap: int = option(200, "bootstrap replicates of a metric's confidence interval, where one is asked "
+                            "for (the transfer report's headline metrics)", ge=50)
     blank_images: bool = option(False, "replace every image by a blank one (proves answers depend on the image)")
     report_dir: str = option("medmix-runs/eval", "folder or s3:// URI where the Markdown report and the bar chart "
                              "are written (one folder per evaluation)")

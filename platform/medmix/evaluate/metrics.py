@@ -306,6 +306,36 @@ def compute_metrics(spec: TaskSpec, predictions: Sequence[str], references: Sequ
     return {k: out[k] for k in ("n", *spec.metrics)}
 
 
+def metric_interval(spec: TaskSpec, metric: str, predictions: Sequence[str], references: Sequence[str],
+                    option_probs: Any = None, labels: Sequence[int] | None = None,
+                    contexts: Sequence[Mapping[str, Any]] | None = None, *, n_boot: int = 200,
+                    level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of one of `spec`'s metrics: the examples resampled with
+    replacement `n_boot` times (seeded per task, so an evaluation repeats exactly) and the
+    metric recomputed on each draw by `compute_metrics`. Corpus metrics (BLEU, clinical F1)
+    are resampled whole, like the per-example ones. The variant F1s, whose truth is the
+    regions' variants rather than the rows, have no row bootstrap: (nan, nan)."""
+    from dataclasses import replace
+
+    from medmix.tune.objective import interval, resample, task_seed
+    if metric not in spec.metrics:
+        raise ValueError(f"{spec.name}: no metric {metric!r} (it has {', '.join(spec.metrics)})")
+    n = len(references)
+    if n == 0 or metric in ("snp_f1", "indel_f1"):
+        return float("nan"), float("nan")
+    one = replace(spec, metrics=(metric,))
+    probs = list(option_probs) if option_probs is not None else None
+    draws = []
+    for idx in resample(n, n_boot, task_seed(seed, spec.name)):
+        pick = [int(i) for i in idx]
+        draws.append(compute_metrics(
+            one, [predictions[i] for i in pick], [references[i] for i in pick],
+            option_probs=[probs[i] for i in pick] if probs is not None else None,
+            labels=[labels[i] for i in pick] if labels is not None else None,
+            contexts=[contexts[i] for i in pick] if contexts is not None else None)[metric])
+    return interval(np.asarray(draws, dtype=float), level)
+
+
 def _option_index(options: Sequence[str], answer: str) -> int:
     """Index of the option `answer` names (normalised match, or its letter "(B)"); -1 if none."""
     norm = normalize_answer(answer)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from medmix.config import ConfigError, config_from_dict
 from medmix.data.mixture import resolve_weights
-from medmix.evaluate.metrics import compute_metrics, macro_auc
+from medmix.evaluate.metrics import compute_metrics, macro_auc, metric_interval
 from medmix.evaluate.predict import BatchPredictor, Prediction, Predictor, predict_rows, read_item_rows
 from medmix.evaluate.report import store_eval_report
 from medmix.lineage.registry import TAG_CHECKPOINT, find_versions
@@ -257,17 +257,23 @@ def task_truth(store, task: str, split: str, evaluated: int, notes: list[str]) -
 
 
 def score_task(task: str, refs: list[dict], preds: list[Prediction],
-               truth: list[tuple] | None = None) -> tuple[dict[str, float], list[dict]]:
-    """`compute_metrics` for one task, and the per-example records."""
+               truth: list[tuple] | None = None, intervals: Sequence[str] = (),
+               n_boot: int = 200) -> tuple[dict[str, float], list[dict]]:
+    """`compute_metrics` for one task, and the per-example records; for each metric named in
+    `intervals`, its bootstrap interval as `<metric>/lo` and `<metric>/hi`."""
     spec = get_task(task)
     for r, p in zip(refs, preds):
         if r["example_id"] != p.example_id:
             raise RuntimeError(f"task {task}: prediction for {p.example_id} lined up with row {r['example_id']}")
     labels = [r["label"] for r in refs]
     probs = [p.option_probs for p in preds] if spec.has_options else None
-    metrics = compute_metrics(spec, [p.prediction for p in preds], [r["target"] for r in refs],
-                              option_probs=probs, labels=None if None in labels else labels,
-                              contexts=[r["context"] for r in refs], truth=truth)
+    args = ([p.prediction for p in preds], [r["target"] for r in refs])
+    kwargs = {"option_probs": probs, "labels": None if None in labels else labels,
+              "contexts": [r["context"] for r in refs]}
+    metrics = compute_metrics(spec, *args, **kwargs, truth=truth)
+    for metric in intervals:
+        metrics[f"{metric}/lo"], metrics[f"{metric}/hi"] = metric_interval(spec, metric, *args, **kwargs,
+                                                                           n_boot=n_boot)
     records = [{"example_id": r["example_id"], "prediction": p.prediction, "reference": r["target"],
                 **({"option_probs": [round(x, 6) for x in p.option_probs]} if p.option_probs else {})}
                for r, p in zip(refs, preds)]
@@ -313,7 +319,7 @@ def flat_metrics(per_task: dict[str, dict[str, float]]) -> dict[str, float]:
 
 def evaluate(cfg: MedmixConfig, model_ref: str | Path, *, tasks: Sequence[str] | None = None, split: str | None = None,
              name: str | None = None, log: bool = True, write_report: bool = True,
-             progress: bool = True) -> EvalResult:
+             progress: bool = True, intervals: dict[str, list[str]] | None = None) -> EvalResult:
     """Evaluate `model_ref` (checkpoint, run dir, export dir, `medmix/3`, `medmix@champion`).
 
     Args:
@@ -322,6 +328,8 @@ def evaluate(cfg: MedmixConfig, model_ref: str | Path, *, tasks: Sequence[str] |
         split: overrides `eval.split`.
         name: folder under `eval.report_dir` and MLflow run name (default from model + split).
         log: record an MLflow evaluation run. write_report: write report.md + metrics.png.
+        intervals: task -> metrics to give a bootstrap interval (`<metric>/lo`, `/hi`;
+            `eval.bootstrap` replicates), e.g. the transfer report's headline metrics.
     """
     from medmix.data.store import ShardStore
     t0 = time.time()
@@ -339,7 +347,9 @@ def evaluate(cfg: MedmixConfig, model_ref: str | Path, *, tasks: Sequence[str] |
         task_preds = [p for it, ps in zip(items, preds) if it["task"] == task for p in ps]
         refs = task_references(store, task, split, len(task_preds))
         truth = task_truth(store, task, split, len(refs), notes)
-        per_task[task], records[task] = score_task(task, refs, task_preds, truth)
+        per_task[task], records[task] = score_task(task, refs, task_preds, truth,
+                                                   intervals=(intervals or {}).get(task, ()),
+                                                   n_boot=cfg.eval.bootstrap)
         if task == "polygenic_risk":
             baselines[task] = polygenic_baseline(store, split, refs, task_preds)
             if baselines[task]["available"]:

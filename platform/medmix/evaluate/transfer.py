@@ -1,4 +1,4 @@
-"""`medmix report transfer`: generalist vs specialists at equal compute, and one task ablated.
+"""`medmix report transfer`: generalist vs specialists at matched compute, and one task ablated.
 
     result = transfer_report(load_config("debug", ["train.steps=40"]), tasks=["derm_pad", "cxr_classify",
                              "cxr_report"], ablate="cxr_classify")
@@ -6,12 +6,20 @@
 
 Med-PaLM M's headline claim in miniature: one model trained on every task (the generalist,
 with the config's mixture strategy over `tasks`) against one model per task (a specialist:
-mixture weight 1 on that task alone), all trained with the same steps x global batch size —
-equal compute — on the same store, then all evaluated on the same split (`eval.split`,
-test). The transfer delta of a task is generalist − specialist on its headline metric
-(positive: training on the other tasks helped). The paper's ablation retrains the generalist
-without one task (`ablate`, default cxr_classify) and reports what that does to the others
-(e.g. cxr_report, whose findings the classification task labels): ablated − generalist.
+mixture weight 1 on that task alone), on the same store, all evaluated on the same split
+(`eval.split`, test). Each task gets two specialists, so that neither budget flatters the
+generalist:
+
+- **same total budget**: the generalist's steps x global batch size, all on the one task;
+- **the task's budget**: as many examples of the task as the generalist trained on (read from
+  its final checkpoint's data cursor), i.e. that many steps at the same global batch size.
+
+The transfer delta of a task is generalist − specialist on its headline metric (positive:
+training on the other tasks helped), once per specialist; every headline value carries a
+percentile bootstrap interval over the evaluated examples (`eval.bootstrap` replicates). The
+paper's ablation retrains the generalist without one task (`ablate`, default cxr_classify) and
+reports what that does to the others (e.g. cxr_report, whose findings the classification
+task labels): ablated − generalist.
 
 Every training run is a normal `medmix train` run (MLflow run, checkpoints under
 `<out_dir>/checkpoints/`); a run whose final checkpoint already exists is reused, so a
@@ -26,7 +34,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -41,6 +49,8 @@ if TYPE_CHECKING:
     from medmix.config import MedmixConfig
 
 # the one metric per task kind the table shows (the CSV has every metric)
+TASK_BUDGET = "specialist_task_budget"
+CI_LEVEL = 0.95   # the evaluation's percentile bootstrap (medmix.evaluate.metrics.metric_interval)
 HEADLINE = {"mcq": "accuracy", "qa": "accuracy", "classify": "accuracy", "variant": "accuracy",
             "risk": "auc", "vqa": "token_f1", "report": "rougeL", "summarize": "rougeL"}
 
@@ -50,7 +60,8 @@ class TransferRun:
     """One trained-and-evaluated model of the comparison."""
 
     role: str
-    """generalist, specialist or ablated."""
+    """generalist, specialist (the generalist's total budget), specialist_task_budget (the
+    generalist's examples of the task) or ablated."""
     name: str
     trained_on: list[str]
     checkpoint: str
@@ -59,6 +70,9 @@ class TransferRun:
     train_seconds: float
     eval_seconds: float
     reused: bool = False
+    steps: int = 0
+    examples: dict[str, int] = field(default_factory=dict)
+    """Examples per task it trained on (its final checkpoint's data cursor)."""
 
 
 @dataclass
@@ -69,7 +83,7 @@ class TransferResult:
     global_batch_size: int
     split: str
     rows: list[dict[str, Any]]
-    """One per task: headline metric, generalist, specialist, transfer delta, ablated, ablation delta."""
+    """One per task (`comparison_rows`): headline metric, each model's value and interval, deltas."""
     runs: list[TransferRun] = field(default_factory=list)
     out_dir: str = ""
     markdown: str = ""
@@ -89,11 +103,13 @@ def default_tasks(cfg: MedmixConfig, store, split: str) -> list[str]:
     return sorted(t for t, w in weights.items() if w > 0 and counts.get(t, {}).get(split, 0) > 0)
 
 
-def _run_config(cfg: MedmixConfig, name: str, storage: Path, mixture: dict[str, Any]) -> Any:
+def _run_config(cfg: MedmixConfig, name: str, storage: Path, mixture: dict[str, Any], steps: int) -> Any:
     data = to_dict(cfg)
     data["name"] = name
     data["train"]["storage_path"] = str(storage)
-    data["train"]["checkpoint_every"] = cfg.train.steps  # only the final checkpoint is evaluated
+    data["train"]["steps"] = steps
+    data["train"]["checkpoint_every"] = steps  # only the final checkpoint is evaluated
+    data["train"]["warmup_steps"] = min(cfg.train.warmup_steps, steps)
     data["mixture"].update(mixture)
     return config_from_dict(data)
 
@@ -108,12 +124,15 @@ def _key(cfg: MedmixConfig, tasks: Sequence[str]) -> str:
 
 
 def train_and_evaluate(cfg: MedmixConfig, role: str, name: str, storage: Path, mixture: dict[str, Any],
-                       trained_on: list[str], eval_tasks: list[str], report_dir: Path) -> TransferRun:
-    """Train one model of the comparison (or reuse its final checkpoint) and evaluate it."""
+                       trained_on: list[str], eval_tasks: list[str], report_dir: Path,
+                       steps: int | None = None) -> TransferRun:
+    """Train one model of the comparison for `steps` (default train.steps), or reuse its final
+    checkpoint, and evaluate it: every metric, and an interval for each task's headline one."""
     from medmix.evaluate.runner import evaluate
     from medmix.train.checkpoint import read_meta
-    run_cfg = _run_config(cfg, name, storage, mixture)
-    final = storage / name / f"step-{cfg.train.steps:06d}"
+    steps = steps or cfg.train.steps
+    run_cfg = _run_config(cfg, name, storage, mixture, steps)
+    final = storage / name / f"step-{steps:06d}"
     t0 = time.time()
     reused = (final / "medmix.json").is_file()
     if reused:
@@ -127,8 +146,22 @@ def train_and_evaluate(cfg: MedmixConfig, role: str, name: str, storage: Path, m
     train_s = time.time() - t0
     t1 = time.time()
     run_cfg.eval.report_dir = str(report_dir)
-    ev = evaluate(run_cfg, checkpoint, tasks=eval_tasks, name=name, progress=False)
-    return TransferRun(role, name, trained_on, checkpoint, run_id, ev.per_task, train_s, time.time() - t1, reused)
+    ev = evaluate(run_cfg, checkpoint, tasks=eval_tasks, name=name, progress=False,
+                  intervals={t: [headline(t)] for t in eval_tasks})
+    return TransferRun(role, name, trained_on, checkpoint, run_id, ev.per_task, train_s, time.time() - t1, reused,
+                       steps=steps, examples=examples_seen(checkpoint))
+
+
+def examples_seen(checkpoint: str) -> dict[str, int]:
+    """Examples per task a run trained on, from its checkpoint's data cursor."""
+    from medmix.train.checkpoint import read_meta
+    counts = read_meta(checkpoint).get("data_state", {}).get("counts", {})
+    return {t: int(n) for t, n in counts.items() if n}
+
+
+def task_budget_steps(examples: int, global_batch_size: int) -> int:
+    """Steps at `global_batch_size` that train on `examples` examples (at least one)."""
+    return max(1, round(examples / global_batch_size))
 
 
 def transfer_report(cfg: MedmixConfig, tasks: Sequence[str] | None = None, ablate: str | None = "cxr_classify",
@@ -160,12 +193,19 @@ def transfer_report(cfg: MedmixConfig, tasks: Sequence[str] | None = None, ablat
         ablate = None
     out = Path(out_dir) if out_dir else local_dir(cfg.lineage.root, "transfer", f"{cfg.name}-{_key(cfg, tasks)}")
     storage, reports = (out / "checkpoints").resolve(), out / "eval"
-    runs = [train_and_evaluate(cfg, "generalist", f"{cfg.name}-generalist", storage,
-                               {"tasks": list(tasks), "exclude": []}, list(tasks), list(tasks), reports)]
+    gen = train_and_evaluate(cfg, "generalist", f"{cfg.name}-generalist", storage,
+                             {"tasks": list(tasks), "exclude": []}, list(tasks), list(tasks), reports)
+    runs = [gen]
     for t in tasks:
-        runs.append(train_and_evaluate(cfg, "specialist", f"{cfg.name}-specialist-{t}", storage,
-                                       {"strategy": "explicit", "weights": {t: 1.0}, "tasks": [t], "exclude": []},
-                                       [t], [t], reports))
+        alone = {"strategy": "explicit", "weights": {t: 1.0}, "tasks": [t], "exclude": []}
+        total = train_and_evaluate(cfg, "specialist", f"{cfg.name}-specialist-{t}", storage, alone, [t], [t], reports)
+        runs.append(total)
+        steps = task_budget_steps(gen.examples.get(t, 0), cfg.mixture.global_batch_size)
+        if steps == cfg.train.steps:   # the generalist spent its whole budget on t: the same run
+            runs.append(replace(total, role=TASK_BUDGET))
+        else:
+            runs.append(train_and_evaluate(cfg, TASK_BUDGET, f"{cfg.name}-specialist-{t}-{steps}steps", storage,
+                                           alone, [t], [t], reports, steps=steps))
     if ablate:
         rest = [t for t in tasks if t != ablate]
         runs.append(train_and_evaluate(cfg, "ablated", f"{cfg.name}-without-{ablate}", storage,
@@ -181,52 +221,81 @@ def transfer_report(cfg: MedmixConfig, tasks: Sequence[str] | None = None, ablat
 
 
 def comparison_rows(tasks: Sequence[str], runs: Sequence[TransferRun], ablate: str | None) -> list[dict]:
+    """Per task: each model's headline value and interval (`<key>`, `<key>_ci`), the transfer
+    deltas against both specialists and, with an ablation, ablated − generalist."""
     gen = next(r for r in runs if r.role == "generalist")
     abl = next((r for r in runs if r.role == "ablated"), None)
+
+    def value(run: TransferRun, task: str, m: str) -> tuple[float, list[float]]:
+        got = run.per_task[task]
+        return got.get(m, math.nan), [got.get(f"{m}/lo", math.nan), got.get(f"{m}/hi", math.nan)]
+
     rows = []
     for t in tasks:
-        spec = next(r for r in runs if r.role == "specialist" and r.trained_on == [t])
+        total = next(r for r in runs if r.role == "specialist" and r.trained_on == [t])
+        budget = next(r for r in runs if r.role == TASK_BUDGET and r.trained_on == [t])
         m = headline(t)
-        g, s = gen.per_task[t].get(m, math.nan), spec.per_task[t].get(m, math.nan)
-        row = {"task": t, "metric": m, "n": int(gen.per_task[t].get("n", 0)), "generalist": g, "specialist": s,
-               "transfer_delta": g - s}
+        (g, g_ci), (s, s_ci), (b, b_ci) = value(gen, t, m), value(total, t, m), value(budget, t, m)
+        row = {"task": t, "metric": m, "n": int(gen.per_task[t].get("n", 0)),
+               "generalist": g, "generalist_ci": g_ci, "generalist_examples": gen.examples.get(t, 0),
+               "specialist": s, "specialist_ci": s_ci, "transfer_delta": g - s,
+               "specialist_task_budget": b, "specialist_task_budget_ci": b_ci, "task_budget_steps": budget.steps,
+               "transfer_delta_task_budget": g - b}
         if abl is not None:
-            a = abl.per_task[t].get(m, math.nan)
-            row.update({"ablated": a, "ablation_delta": a - g, "ablated_task": t == ablate})
+            a, a_ci = value(abl, t, m)
+            row.update({"ablated": a, "ablated_ci": a_ci, "ablation_delta": a - g, "ablated_task": t == ablate})
         rows.append(row)
     return rows
+
+
+def _with_ci(value: float, ci: Sequence[float]) -> str:
+    if math.isnan(value):
+        return "-"
+    if any(math.isnan(x) for x in ci):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def write_transfer(result: TransferResult, out: Path) -> str:
     """transfer.md (the table), transfer.csv (every metric of every model), transfer.png."""
     out.mkdir(parents=True, exist_ok=True)
     abl = result.ablate
-    headers = ["task", "metric", "n", "generalist", "specialist", "transfer Δ (gen − spec)"]
+    level = f"{100 * CI_LEVEL:.0f}%"
+    headers = ["task", "metric", "n", "generalist", "specialist, same total", "Δ (gen − spec)",
+               "specialist, task's budget", "Δ (gen − spec)"]
     if abl:
         headers += [f"generalist without {abl}", "ablation Δ (without − gen)"]
     table = []
     for r in result.rows:
-        row = [r["task"], r["metric"], r["n"], r["generalist"], r["specialist"], r["transfer_delta"]]
+        row = [r["task"], r["metric"], r["n"], _with_ci(r["generalist"], r["generalist_ci"]),
+               _with_ci(r["specialist"], r["specialist_ci"]), f"{r['transfer_delta']:+.3f}",
+               _with_ci(r["specialist_task_budget"], r["specialist_task_budget_ci"]) +
+               f" ({r['task_budget_steps']} steps)", f"{r['transfer_delta_task_budget']:+.3f}"]
         if abl:
-            row += [r["ablated"], r["ablation_delta"] if not r["ablated_task"] else f"{r['ablation_delta']:+.3f} (not trained on it)"]
+            row += [_with_ci(r["ablated"], r["ablated_ci"]),
+                    f"{r['ablation_delta']:+.3f}" + (" (not trained on it)" if r["ablated_task"] else "")]
         table.append(row)
-    runs = [[r.role, r.name, ", ".join(r.trained_on), f"{r.train_seconds:.0f}" + (" (reused)" if r.reused else ""),
-             f"{r.eval_seconds:.0f}"] for r in result.runs]
+    runs = [[r.role, r.name, ", ".join(r.trained_on), r.steps, ", ".join(f"{t} {n}" for t, n in sorted(r.examples.items())),
+             f"{r.train_seconds:.0f}" + (" (reused)" if r.reused else ""), f"{r.eval_seconds:.0f}"] for r in result.runs]
+    total = result.steps * result.global_batch_size
     text = "\n".join([
-        "# Generalist vs specialist per task (equal compute)", "",
-        f"Every model trained {result.steps} steps x {result.global_batch_size} examples "
-        f"({result.steps * result.global_batch_size} examples); evaluated on the {result.split} split. "
-        f"Transfer Δ > 0: the generalist beats the task's specialist.", "",
+        "# Generalist vs specialist per task (matched compute)", "",
+        f"The generalist trained {result.steps} steps x {result.global_batch_size} examples ({total} examples) "
+        f"over every task. Each task has two specialists: one with the same total budget ({total} examples "
+        f"of the task alone), one with the task's budget (as many examples of the task as the generalist "
+        f"saw, at the same batch size). Evaluated on the {result.split} split; [lo, hi] is the {level} "
+        f"bootstrap interval over the evaluated examples. Δ > 0: the generalist beats that specialist.", "",
         markdown_table(headers, table), "",
-        "## Runs", "", markdown_table(["role", "run", "trained on", "train s", "eval s"], runs), ""])
+        "## Runs", "", markdown_table(["role", "run", "trained on", "steps", "examples seen", "train s", "eval s"],
+                                      runs), ""])
     (out / "transfer.md").write_text(text)
     with open(out / "transfer.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["role", "run", "trained_on", "task", "metric", "value"])
+        w.writerow(["role", "run", "trained_on", "steps", "task", "metric", "value"])
         for r in result.runs:
             for task, metrics in r.per_task.items():
                 for k, v in metrics.items():
-                    w.writerow([r.role, r.name, "+".join(r.trained_on), task, k, v])
+                    w.writerow([r.role, r.name, "+".join(r.trained_on), r.steps, task, k, v])
     _chart(result, out / "transfer.png")
     return text
 
@@ -235,18 +304,24 @@ def _chart(result: TransferResult, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    series = [("specialist", "specialist"), ("generalist", "generalist")]
+    series = [("specialist", "specialist, same total"), ("specialist_task_budget", "specialist, task's budget"),
+              ("generalist", "generalist")]
     if result.ablate:
         series.append(("ablated", f"without {result.ablate}"))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(result.rows) + 1.5), 3.8))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(result.rows) + 1.5), 3.8))
     width = 0.8 / len(series)
     for j, (key, label) in enumerate(series):
-        ax.bar([i - 0.4 + width * (j + 0.5) for i in range(len(result.rows))],
-               [0 if math.isnan(r[key]) else r[key] for r in result.rows], width, label=label)
+        values = [0 if math.isnan(r[key]) else r[key] for r in result.rows]
+        lo = [max(v - r[f"{key}_ci"][0], 0) if not math.isnan(r[f"{key}_ci"][0]) else 0
+              for v, r in zip(values, result.rows)]
+        hi = [max(r[f"{key}_ci"][1] - v, 0) if not math.isnan(r[f"{key}_ci"][1]) else 0
+              for v, r in zip(values, result.rows)]
+        ax.bar([i - 0.4 + width * (j + 0.5) for i in range(len(result.rows))], values, width, label=label,
+               yerr=[lo, hi], capsize=2)
     ax.set_xticks(range(len(result.rows)), [f"{r['task']}\n{r['metric']}" for r in result.rows], fontsize=8)
     ax.set_ylim(0, 1.05)
-    ax.set_title("generalist vs specialists (equal compute)")
-    ax.legend(fontsize=8)
+    ax.set_title(f"generalist vs specialists (matched compute, {100 * CI_LEVEL:.0f}% intervals)")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -261,10 +336,11 @@ def log_transfer(cfg: MedmixConfig, result: TransferResult) -> str | None:
                             "mixture.global_batch_size": result.global_batch_size, "eval.split": result.split})
         metrics = {}
         for r in result.runs:
-            prefix = r.role if r.role != "specialist" else f"specialist/{r.trained_on[0]}"
+            prefix = r.role if r.role in ("generalist", "ablated") else f"{r.role}/{r.trained_on[0]}"
             metrics.update({f"{prefix}/{t}/{k}": v for t, m in r.per_task.items() for k, v in m.items()})
         for row in result.rows:
             metrics[f"transfer_delta/{row['task']}"] = row["transfer_delta"]
+            metrics[f"transfer_delta_task_budget/{row['task']}"] = row["transfer_delta_task_budget"]
             if "ablation_delta" in row:
                 metrics[f"ablation_delta/{row['task']}"] = row["ablation_delta"]
         tracker.log_metrics(metrics, step=result.steps)

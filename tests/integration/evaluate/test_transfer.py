@@ -1,12 +1,14 @@
-"""`medmix report transfer` at debug scale on two tasks plus the ablation: four real
-training runs and four evaluations, shared by two tests.
+"""`medmix report transfer` at debug scale on two tasks plus the ablation: six real training
+runs (generalist, two specialists per task, the ablated generalist) and their evaluations,
+shared by two tests.
 
-Proves: the generalist and every specialist trained with exactly the same compute (steps x
-global batch, read back from their checkpoints' data cursors); specialists saw only their task
-and the ablated generalist never saw the ablated one; the table's deltas are generalist −
-specialist and ablated − generalist of the evaluated metrics; transfer.md/.csv/.png are written
-and logged to MLflow; a finished run is reused rather than retrained (found again and only
-re-evaluated, with the same numbers).
+Proves: each task's specialists trained with the generalist's total budget (steps x global
+batch) and with the generalist's budget on that task (its examples of the task, read back from
+the checkpoints' data cursors); specialists saw only their task and the ablated generalist
+never saw the ablated one; every headline value carries a bootstrap interval that holds it;
+the table's deltas are generalist − specialist (both) and ablated − generalist of the
+evaluated metrics; transfer.md/.csv/.png are written and logged to MLflow; a finished run is
+reused rather than retrained (found again and only re-evaluated, with the same numbers).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import io
 
 import pytest
 
-pytestmark = pytest.mark.slow(minutes=2.5)
+pytestmark = pytest.mark.slow(minutes=3)
 
-TASKS = ["cxr_classify", "cxr_report"]   # + the ablation without cxr_classify: four runs
+TASKS = ["cxr_classify", "cxr_report"]   # + the ablation without cxr_classify: six runs
 STEPS, BATCH = 10, 8
 
 
@@ -32,7 +34,7 @@ def _overrides(tmp_path, suite: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def transfer(tmp_path_factory, small_suite, ray_local):
-    """One `medmix report transfer` (five trainings, five evaluations) that both tests read."""
+    """One `medmix report transfer` (six trainings, six evaluations) that both tests read."""
     from medmix.cli import main
     tmp_path = tmp_path_factory.mktemp("transfer")
     out = tmp_path / "transfer"
@@ -46,53 +48,67 @@ def transfer(tmp_path_factory, small_suite, ray_local):
     return tmp_path, out, printed.getvalue()
 
 
-def test_transfer_report_at_equal_compute(transfer):
+def test_transfer_report_at_matched_compute_with_intervals(transfer):
     from medmix.lineage.backend import client, experiment_id
     from medmix.train.checkpoint import read_meta
     tmp_path, out, printed = transfer
-    assert "# Generalist vs specialist per task (equal compute)" in printed
+    assert "# Generalist vs specialist per task (matched compute)" in printed
+
+    # what each run trained on, read back from its final checkpoint
+    seen = {}
+    for c in sorted((out / "checkpoints").glob("*/step-*")):
+        meta = read_meta(c)
+        seen[c.parent.name] = (meta["step"], {t: n for t, n in meta["data_state"]["counts"].items() if n})
+    generalist = seen.pop("tr-generalist")
+    assert generalist[0] == STEPS and set(generalist[1]) == set(TASKS) and sum(generalist[1].values()) == STEPS * BATCH
+    assert seen.pop("tr-without-cxr_classify") == (STEPS, {"cxr_report": STEPS * BATCH})
+    budget = {}
+    for t in TASKS:
+        assert seen.pop(f"tr-specialist-{t}") == (STEPS, {t: STEPS * BATCH})       # the same total budget
+        budget[t] = round(generalist[1][t] / BATCH)                                  # the task's budget
+        assert 1 <= budget[t] < STEPS
+        assert seen.pop(f"tr-specialist-{t}-{budget[t]}steps") == (budget[t], {t: budget[t] * BATCH})
+    assert not seen, f"runs the report should not have trained: {sorted(seen)}"
 
     md = (out / "transfer.md").read_text()
-    table = [line.split(" | ") for line in md.splitlines() if line.startswith("| cxr")]
-    assert [row[0].strip("| ") for row in table[:2]] == TASKS
+    table = [[c.strip() for c in line.strip("|").split(" | ")] for line in md.splitlines() if line.startswith("| cxr")]
+    assert [row[0] for row in table[:2]] == TASKS
     runs_csv = list(csv.DictReader(open(out / "transfer.csv")))
     by = {(r["role"], r["trained_on"], r["task"], r["metric"]): float(r["value"]) for r in runs_csv}
+
+    def cell(text: str) -> tuple[float, float, float]:
+        """'0.500 [0.250, 0.750] ...' -> value, lo, hi."""
+        value, rest = text.split(" [", 1)
+        lo, hi = rest.split("]", 1)[0].split(", ")
+        return float(value), float(lo), float(hi)
+
     for row in table[:2]:
-        task, metric = row[0].strip("| "), row[1]
-        gen = by[("generalist", "+".join(TASKS), task, metric)]
-        spec = by[("specialist", task, task, metric)]
-        abl = by[("ablated", "cxr_report", task, metric)]
-        assert float(row[3]) == pytest.approx(gen, abs=6e-4) and float(row[4]) == pytest.approx(spec, abs=6e-4)
-        assert float(row[5]) == pytest.approx(gen - spec, abs=1.2e-3)
-        assert float(row[6]) == pytest.approx(abl, abs=6e-4)
-        assert float(row[7].split()[0].strip(" |")) == pytest.approx(abl - gen, abs=1.2e-3)
-    assert "(not trained on it)" in table[0][7]           # the ablated task itself
+        task, metric = row[0], row[1]
+        models = {"generalist": ("generalist", "+".join(TASKS), row[3]), "specialist": ("specialist", task, row[4]),
+                  "task budget": ("specialist_task_budget", task, row[6]), "ablated": ("ablated", "cxr_report", row[8])}
+        values = {}
+        for name, (role, trained_on, text) in models.items():
+            value, lo, hi = cell(text)
+            assert value == pytest.approx(by[(role, trained_on, task, metric)], abs=6e-4), (name, text)
+            assert lo == pytest.approx(by[(role, trained_on, task, f"{metric}/lo")], abs=6e-4)
+            assert hi == pytest.approx(by[(role, trained_on, task, f"{metric}/hi")], abs=6e-4)
+            assert lo - 6e-4 <= value <= hi + 6e-4, (name, text)   # a percentile interval holds the value
+            values[name] = by[(role, trained_on, task, metric)]
+        assert f"({budget[task]} steps)" in row[6]
+        assert float(row[5]) == pytest.approx(values["generalist"] - values["specialist"], abs=1.2e-3)
+        assert float(row[7]) == pytest.approx(values["generalist"] - values["task budget"], abs=1.2e-3)
+        assert float(row[9].split()[0]) == pytest.approx(values["ablated"] - values["generalist"], abs=1.2e-3)
+    assert "(not trained on it)" in table[0][9]           # the ablated task itself
     assert {m for (_, _, t, m) in by if t == "cxr_report"} >= {"bleu1", "rougeL", "clinical_f1_macro"}
     assert (out / "transfer.png").stat().st_size > 5000
-
-    # equal compute, read back from each run's final checkpoint
-    ckpts = sorted((out / "checkpoints").glob(f"*/step-{STEPS:06d}"))
-    assert [c.parent.name for c in ckpts] == ["tr-generalist", "tr-specialist-cxr_classify",
-                                               "tr-specialist-cxr_report",
-                                               "tr-without-cxr_classify"]
-    for c in ckpts:
-        meta = read_meta(c)
-        counts = {t: n for t, n in meta["data_state"]["counts"].items() if n}
-        assert meta["step"] == STEPS and sum(counts.values()) == STEPS * BATCH, (c, counts)
-        name = c.parent.name
-        if "specialist" in name:
-            assert set(counts) == {name.split("specialist-")[1]}
-        elif "without" in name:
-            assert set(counts) == {"cxr_report"}
-        else:
-            assert set(counts) == set(TASKS)
 
     mlflow = client(_lineage(tmp_path))
     runs = mlflow.search_runs([experiment_id(_lineage(tmp_path))], "tags.`medmix.kind` = 'transfer'")
     assert len(runs) == 1
     metrics = runs[0].data.metrics
-    assert {f"transfer_delta/{t}" for t in TASKS} <= set(metrics)
-    assert "specialist/cxr_report/cxr_report/rougeL" in metrics and "ablated/cxr_report/rougeL" in metrics
+    assert {f"transfer_delta/{t}" for t in TASKS} | {f"transfer_delta_task_budget/{t}" for t in TASKS} <= set(metrics)
+    assert {"specialist/cxr_report/cxr_report/rougeL", "specialist_task_budget/cxr_report/cxr_report/rougeL",
+            "ablated/cxr_report/rougeL"} <= set(metrics)
     assert {a.path for a in mlflow.list_artifacts(runs[0].info.run_id)} >= {"transfer.md", "transfer.csv",
                                                                             "transfer.png"}
 

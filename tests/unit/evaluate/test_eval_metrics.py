@@ -225,3 +225,24 @@ def test_compute_metrics_rejects_unknown_metric():
                    exemplar=Exemplar({}, ""), metrics=("perplexity",), mixture_weight=0)
     with pytest.raises(ValueError, match="unknown metric 'perplexity'"):
         compute_metrics(bad, ["a"], ["a"])
+
+
+def test_metric_interval_is_the_percentile_bootstrap_of_the_metric_and_repeats_exactly():
+    from medmix.evaluate.metrics import metric_interval
+    from medmix.tune.objective import interval, resample, task_seed
+    spec = get_task("cxr_classify")
+    labels = [0, 1] * 10
+    probs = [[0.8, 0.2] if i % 4 else [0.3, 0.7] for i in range(20)]   # right on 10 + 5 of 20
+    preds, refs = ["yes"] * 20, ["yes" if y == 0 else "no" for y in labels]
+    lo, hi = metric_interval(spec, "accuracy", preds, refs, option_probs=probs, labels=labels, n_boot=300)
+    # by hand: the same draws, accuracy on each
+    correct = np.array([int(np.argmax(p)) == y for p, y in zip(probs, labels)], dtype=float)
+    draws = correct[resample(20, 300, task_seed(0, "cxr_classify"))].mean(axis=1)
+    assert (lo, hi) == approx(interval(draws))
+    assert lo < compute_metrics(spec, preds, refs, option_probs=probs, labels=labels)["accuracy"] < hi
+    assert metric_interval(spec, "accuracy", preds, refs, option_probs=probs, labels=labels, n_boot=300) == (lo, hi)
+    # a text metric, resampled whole; every draw of a perfect answer scores 1
+    report = get_task("cxr_report")
+    assert metric_interval(report, "rougeL", ["no acute findings"] * 3, ["no acute findings"] * 3) == approx((1.0, 1.0))
+    with pytest.raises(ValueError, match="no metric 'rougeL'"):
+        metric_interval(spec, "rougeL", preds, refs, option_probs=probs, labels=labels)
