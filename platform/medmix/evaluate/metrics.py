@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import re
 import string
+import zlib
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -306,6 +308,28 @@ def compute_metrics(spec: TaskSpec, predictions: Sequence[str], references: Sequ
     return {k: out[k] for k in ("n", *spec.metrics)}
 
 
+def task_seed(seed: int, task: str) -> int:
+    """A task's own bootstrap seed: fixed, and different from every other task's."""
+    return (int(seed) * 1_000_003 + zlib.crc32(task.encode())) % 2**32
+
+
+def resample(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) row indices drawn with replacement."""
+    if n <= 0:
+        raise ValueError("no rows to bootstrap")
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of bootstrap replicates (NaN replicates ignored)."""
+    finite = replicates[np.isfinite(replicates)]
+    if not len(finite):
+        return float("nan"), float("nan")
+    tail = 50.0 * (1.0 - level)
+    lo, hi = np.percentile(finite, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
 def metric_interval(spec: TaskSpec, metric: str, predictions: Sequence[str], references: Sequence[str],
                     option_probs: Any = None, labels: Sequence[int] | None = None,
                     contexts: Sequence[Mapping[str, Any]] | None = None, *, n_boot: int = 200,
@@ -315,9 +339,6 @@ def metric_interval(spec: TaskSpec, metric: str, predictions: Sequence[str], ref
     metric recomputed on each draw by `compute_metrics`. Corpus metrics (BLEU, clinical F1)
     are resampled whole, like the per-example ones. The variant F1s, whose truth is the
     regions' variants rather than the rows, have no row bootstrap: (nan, nan)."""
-    from dataclasses import replace
-
-    from medmix.tune.objective import interval, resample, task_seed
     if metric not in spec.metrics:
         raise ValueError(f"{spec.name}: no metric {metric!r} (it has {', '.join(spec.metrics)})")
     n = len(references)

@@ -30,13 +30,12 @@ all read it.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from medmix.evaluate.metrics import macro_auc, macro_f1
+from medmix.evaluate.metrics import interval, macro_auc, macro_f1, resample, task_seed  # noqa: F401 (re-exported)
 from medmix.tune.config import OBJECTIVES, OPTION_METRICS, natural_mode  # noqa: F401 (re-exported)
 from medmix.tune.layout import VAL_OBJECTIVE
 
@@ -74,28 +73,6 @@ class TaskScore:
         return {f"{SCORE_PREFIX}{self.task}": self.score, f"{SCORE_PREFIX}{self.task}/lo": self.score_lo,
                 f"{SCORE_PREFIX}{self.task}/hi": self.score_hi, raw: self.value, f"{raw}/lo": self.lo,
                 f"{raw}/hi": self.hi, f"{raw}/n": float(self.n)}
-
-
-def task_seed(seed: int, task: str) -> int:
-    """A task's own bootstrap seed: fixed, and different from every other task's."""
-    return (int(seed) * 1_000_003 + zlib.crc32(task.encode())) % 2**32
-
-
-def resample(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n) row indices drawn with replacement."""
-    if n <= 0:
-        raise ValueError("no rows to bootstrap")
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-
-
-def interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """The percentile interval of bootstrap replicates (NaN replicates ignored)."""
-    finite = replicates[np.isfinite(replicates)]
-    if not len(finite):
-        return float("nan"), float("nan")
-    tail = 50.0 * (1.0 - level)
-    lo, hi = np.percentile(finite, [tail, 100.0 - tail])
-    return float(lo), float(hi)
 
 
 def chance_level(metric: str, num_options: Sequence[int]) -> float:

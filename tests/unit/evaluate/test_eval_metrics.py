@@ -221,15 +221,18 @@ def test_compute_metrics_mcq_vqa_report_and_variants():
 
 
 def test_compute_metrics_rejects_unknown_metric():
+    with pytest.raises(ValueError, match="task x: unknown metric 'perplexity'"):   # refused when defined
+        TaskSpec(name="x", title="x", modality="text", kind="qa", instruction="", question="",
+                 exemplar=Exemplar({}, ""), metrics=("perplexity",), mixture_weight=0)
     bad = TaskSpec(name="x", title="x", modality="text", kind="qa", instruction="", question="",
-                   exemplar=Exemplar({}, ""), metrics=("perplexity",), mixture_weight=0)
+                   exemplar=Exemplar({}, ""), metrics=("accuracy",), mixture_weight=0)
+    object.__setattr__(bad, "metrics", ("perplexity",))        # and by compute_metrics, should one slip by
     with pytest.raises(ValueError, match="unknown metric 'perplexity'"):
         compute_metrics(bad, ["a"], ["a"])
 
 
 def test_metric_interval_is_the_percentile_bootstrap_of_the_metric_and_repeats_exactly():
-    from medmix.evaluate.metrics import metric_interval
-    from medmix.tune.objective import interval, resample, task_seed
+    from medmix.evaluate.metrics import interval, metric_interval, resample, task_seed
     spec = get_task("cxr_classify")
     labels = [0, 1] * 10
     probs = [[0.8, 0.2] if i % 4 else [0.3, 0.7] for i in range(20)]   # right on 10 + 5 of 20
