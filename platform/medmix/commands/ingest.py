@@ -37,6 +37,7 @@ import json
 from medmix.cli import add_config_args, resolve_config
 from medmix.data.genomics.config import CandidateConfig, PileupConfig
 from medmix.options import validate
+from medmix.tasks.files import register_task_file
 
 SPLIT_CHOICES = ("auto", "train", "val", "test")
 
@@ -59,6 +60,10 @@ def add_ingest_subparsers(ksub) -> None:
         if not positional_task:
             q.add_argument("--task", required=task_default is None, default=task_default,
                            help=task_help + " (see `medmix tasks`)")
+        q.add_argument("--task-file", action="append", default=[], metavar="TOML",
+                       help="define new tasks from a TOML file ([[task]] tables: name, kind, "
+                            "instruction, options, metrics, ...; see `medmix tasks --help`) before "
+                            "ingesting; the store then carries their definitions (repeatable)")
         q.add_argument("--root", help="shard store directory (default: data.root of the config)")
         q.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                        help="raise: stop at the first bad item, store unchanged (default); "
@@ -221,6 +226,10 @@ def add_ingest_subparsers(ksub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     store = _store(args)
+    if store.exists():
+        store.manifest()   # registers the tasks the store already carries definitions of
+    for path in getattr(args, "task_file", None) or []:
+        register_task_file(path)
     common = dict(task=args.task, on_error=args.on_error, replace=args.replace,
                   parallel=args.parallel, progress=not args.no_progress)
     if args.ingest_kind == "dicom":

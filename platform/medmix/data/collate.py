@@ -35,6 +35,7 @@ from medmix.data.mixture import ExampleRef, TaskOrder, seeded_rng
 from medmix.data.store import StoreError, read_rows
 from medmix.storage import location
 from medmix.tasks import get_task
+from medmix.tasks.files import register_carried
 
 MAX_FILL_ATTEMPTS = 256  # skip mode: candidates tried for one bad slot before giving up
 
@@ -82,6 +83,9 @@ class BatchSpec:
     """Per-channel mean pixels are normalised with (the vision tower's; None = ImageNet)."""
     image_std: tuple[float, ...] | None = None
     """Per-channel std, as image_mean."""
+    tasks: dict[str, dict] = field(default_factory=dict)
+    """Definitions of the plan's tasks that are not built in (`medmix.tasks.files.carried`): a
+    preprocessing task in a fresh Ray worker registers them before rendering a prompt."""
 
 
 @dataclass
@@ -221,6 +225,8 @@ def collate(spec: BatchSpec, items: list[Prepared]) -> dict[str, Any]:
 
 def build_batch(spec: BatchSpec, refs: list[ExampleRef], step: int = -1) -> dict[str, Any]:
     """refs -> a collated batch (numpy); `meta` holds the step and the skipped entries."""
+    if spec.tasks:
+        register_carried(spec.tasks, "the stream's batch spec")
     try:
         items, skipped = prepare_refs(spec, refs)
     except StreamError as exc:

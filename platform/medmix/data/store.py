@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from medmix.data.config import StoreConfig
 from medmix.data.schema import SCHEMA, SCHEMA_VERSION, Example, RowError, check_example
 from medmix.storage import Location, location
+from medmix.tasks.files import carried, register_carried
 
 MANIFEST = "manifest.json"
 
@@ -87,6 +88,8 @@ class ShardStore:
         if data.get("schema_version") != SCHEMA_VERSION:
             raise StoreError(f"{self.manifest_path}: schema_version {data.get('schema_version')} "
                              f"is not {SCHEMA_VERSION}, the version this medmix reads")
+        if data.get("tasks"):   # tasks defined in TOML travel with their rows (medmix.tasks.files)
+            register_carried(data["tasks"], self.manifest_path.uri)
         return data
 
     def shards(self, task: str | None = None, split: str | None = None) -> list[ShardInfo]:
@@ -281,6 +284,9 @@ class Transaction:
             "sources": sources,
             "digest": _digest([ShardInfo(**s) for s in shards]),
         }
+        tasks = {**old.get("tasks", {}), **carried([s["task"] for s in shards])}
+        if tasks:   # the definitions of tasks that are not built in, for every reader of the store
+            manifest["tasks"] = dict(sorted(tasks.items()))
         self.store.manifest_path.write_text(json.dumps(manifest, indent=1))  # the commit point
         for s in dropped:  # only after the new manifest no longer lists them
             if s["path"] not in {w.path for w in self._written}:

@@ -71,6 +71,7 @@ from medmix.data.mixture import ExampleRef, MixturePlan, rank_slice
 from medmix.data.store import ShardStore
 from medmix.model.preprocess import ImagePreprocess, image_preprocess
 from medmix.placement import DATA, place
+from medmix.tasks.files import carried
 
 __all__ = ["Batch", "BatchSpec", "LocalStream", "RankStream", "RayStream", "StreamError", "build_rank_stream",
            "build_stream", "iter_split", "make_batch_spec", "to_torch"]
@@ -95,7 +96,7 @@ def make_batch_spec(plan: MixturePlan, store_root, tokenizer, image_size: int, n
                      num_image_tokens=num_image_tokens, max_seq_len=cfg.max_seq_len,
                      task_names=list(plan.task_names), exemplar=cfg.exemplar, on_error=cfg.on_error,
                      orders={t: o.spec() for t, o in plan.orders.items()},
-                     augment=cfg.augment, seed=plan.seed)
+                     augment=cfg.augment, seed=plan.seed, tasks=carried(list(plan.task_names)))
 
 
 class Batch(dict):

@@ -2,7 +2,8 @@
 (what `save_exported` wrote: model and decoder configs, special ids, input settings) and
 `medmix.json` (the lineage `export_checkpoint` copied from the checkpoint).
 
-Standard library only, so training, serving and the command line all read exports through it.
+Standard library and medmix's task registry only, so training, serving and the command line all
+read exports through it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from medmix.tasks.files import register_carried
 
 FORMAT = "medmix-model"
 HF_FORMAT = "hf"
@@ -50,6 +53,8 @@ class ExportLineage:
     metrics: dict[str, Any] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     """The resolved training config (`medmix.config.to_dict` form)."""
+    tasks: dict[str, Any] | None = None
+    """Definitions of the trained tasks that are not built in (`medmix.tasks.files`)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,11 @@ class ExportMeta:
         if missing:
             raise ValueError(f"{path}: lacks {', '.join(missing)}; write exports with `medmix export`")
         meta = data.get("meta") or {}
+        lineage = _read_lineage(Path(export_dir) / LINEAGE_FILE)
+        if lineage is not None and lineage.tasks:
+            # every reader of the model (serve replicas, evaluation actors) learns the tasks it was
+            # trained on that are not built in, from the export itself
+            register_carried(lineage.tasks, str(Path(export_dir) / LINEAGE_FILE))
         return cls(model=_dict(path, "model", data["model"]),
                    decoder_config=_dict(path, "decoder_config", data["decoder_config"]),
                    vocab_size=_int(path, "vocab_size", data["vocab_size"]),
@@ -125,8 +135,7 @@ class ExportMeta:
                    image_std=_opt_floats(path, "meta.image_std", meta.get("image_std")),
                    vision_config=(_dict(path, "vision_config", data["vision_config"])
                                   if data.get("vision_config") is not None else None),
-                   exemplar=bool(meta.get("exemplar", True)), config=data,
-                   lineage=_read_lineage(Path(export_dir) / LINEAGE_FILE))
+                   exemplar=bool(meta.get("exemplar", True)), config=data, lineage=lineage)
 
     def require(self, export_dir: str | os.PathLike, *names: str) -> tuple[int, ...]:
         """The recorded settings `names` (`eos_id`, `max_seq_len`, `image_size`, ...), in order;
@@ -186,7 +195,7 @@ def _read_lineage(path: Path) -> ExportLineage | None:
                          checkpoint=data.get("checkpoint"), parent_checkpoint=data.get("parent_checkpoint"),
                          store_digest=data.get("store_digest"), task_digests=data.get("task_digests"),
                          tokenizer_digest=data.get("tokenizer_digest"), metrics=data.get("metrics"),
-                         config=_dict(path, "config", data.get("config") or {}))
+                         config=_dict(path, "config", data.get("config") or {}), tasks=data.get("tasks"))
 
 
 def is_export(path: Path) -> bool:

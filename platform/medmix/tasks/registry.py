@@ -1,9 +1,8 @@
 """The task registry: name -> `TaskSpec`, holding the built-ins from the start.
 
-A user adds a task with one `register(TaskSpec(...))` and one ingest source:
-
-    from medmix.tasks import TaskSpec, register
-    register(TaskSpec(name="my_cls", kind="classification", ...))
+A user adds a task without touching medmix's code in a TOML file (`medmix.tasks.files`:
+`medmix ingest ... --task-file my_tasks.toml`), which the store and exports then carry to every
+process; or, in Python, with `register(TaskSpec(...))` in the processes that need it.
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ from medmix.tasks.builtin import BUILTIN
 from medmix.tasks.spec import TaskSpec, UnknownTaskError
 
 _REGISTRY: dict[str, TaskSpec] = {spec.name: spec for spec in BUILTIN}
+_SOURCES: dict[str, str] = {}
+"""Where each task registered from a file, store or export came from (for error messages)."""
 
 
 def register(spec: TaskSpec, *, replace: bool = False) -> TaskSpec:

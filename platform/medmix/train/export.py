@@ -107,7 +107,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, dtype: tor
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    lineage = {k: meta.get(k) for k in ("step", "run_id", "store_digest", "task_digests",
+    lineage = {k: meta.get(k) for k in ("step", "run_id", "store_digest", "task_digests", "tasks",
                                        "tokenizer_digest", "parent_checkpoint", "metrics", "data_state")}
     lineage["checkpoint"] = source
     lineage["config"] = meta["config"]

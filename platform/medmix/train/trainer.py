@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 import torch
 import torch.distributed as dist
 
+from medmix.tasks.files import carried
 from medmix.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from medmix.train.config import TrainConfig
 from medmix.train.metrics import StepTimer, gpu_peak_flops, reduce_sums
@@ -224,6 +225,8 @@ class Trainer:
         return {"step": self.step, "data_state": self.stream.state_dict(), "rng": rng_state(),
                 "world_size": self.world, "store_digest": self.stream.store_digest,
                 "task_digests": self.stream.task_digests, "parent_checkpoint": self.parent_checkpoint,
+                # definitions of the tasks trained on that are not built in: exports carry them
+                "tasks": carried(list(self.stream.task_digests)),
                 "metrics": {k: float(v) for k, v in metrics.items()}, **self.checkpoint_meta()}
 
     def _checkpoint(self, metrics: dict[str, float]) -> None:

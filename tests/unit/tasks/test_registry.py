@@ -68,8 +68,11 @@ def test_registering_twice_needs_replace():
     with pytest.raises(ValueError, match="'medqa' is already registered"):
         register(spec)
     assert register(spec, replace=True) is spec
-    with pytest.raises(ValueError, match="modality 'ultrasound'"):
-        TaskSpec(name="x", title="x", modality="ultrasound", kind="vqa", instruction="i", question="q",
+    # a modality only describes the inputs: a new lowercase word is fine, anything else is not
+    TaskSpec(name="x", title="x", modality="ultrasound", kind="vqa", instruction="i", question="q",
+             exemplar=spec.exemplar, metrics=("accuracy",), mixture_weight=1.0)
+    with pytest.raises(ValueError, match="modality 'Ultra sound' must be one lowercase word"):
+        TaskSpec(name="x", title="x", modality="Ultra sound", kind="vqa", instruction="i", question="q",
                  exemplar=spec.exemplar, metrics=("accuracy",), mixture_weight=1.0)
 
 
