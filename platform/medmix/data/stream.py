@@ -562,6 +562,12 @@ class RankStream:
         """Fraction of examples per task handed out so far (resumed runs included)."""
         return {t: s["fraction"] for t, s in self.stats()["tasks"].items()}
 
+    def realised_classes(self) -> dict[str, dict[str, float]]:
+        """For each class-balanced task, the fraction of its examples handed out so far per class
+        (option name), resumed runs included."""
+        return {t: {name: c["fraction"] for name, c in s["classes"].items()}
+                for t, s in self.stats()["tasks"].items() if "classes" in s}
+
     def validation_batches(self, num_batches: int, split: str = "val") -> list[Batch]:
         """`num_batches` batches per task with rows in `split`, this rank's share.
 

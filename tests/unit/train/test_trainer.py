@@ -123,3 +123,24 @@ def test_every_report_carries_its_step_even_off_the_logging_cadence(tmp_path, ti
     assert [s for s, _ in seen.metrics] == [2, 3, 4]
     assert all(m["step"] == s for s, m in seen.metrics)
     assert "val_loss" in seen.metrics[0][1] and "loss" not in seen.metrics[0][1]  # validation only
+
+
+def test_a_class_balanced_task_logs_its_realised_class_mix(tmp_path, tiny_suite, torch_globals):
+    """`mixture.class_balance`: every logged step carries class_mix/<task>/<class>, the share of
+    the task's examples so far that each class took (they sum to 1)."""
+    cfg = suite_config(tmp_path, tiny_suite, "train.steps=2", "train.log_every=1", "train.checkpoint_every=2",
+                       "train.eval_every=0", "mixture.global_batch_size=8",
+                       'mixture.tasks=["medqa", "cxr_classify"]', "mixture.class_balance={cxr_classify=2.0}")
+    from medmix.train.trainer import Callback
+    logged: list[dict] = []
+
+    class Logged(Callback):
+        def log_metrics(self, t, metrics):
+            logged.append(dict(metrics))
+
+    _fit(cfg, [Logged()])
+    assert len(logged) == 2
+    for metrics in logged:
+        shares = {k.split("/", 2)[2]: v for k, v in metrics.items() if k.startswith("class_mix/cxr_classify/")}
+        assert set(shares) == {"yes", "no"} and sum(shares.values()) == pytest.approx(1.0), metrics
+        assert not any(k.startswith("class_mix/medqa") for k in metrics)
