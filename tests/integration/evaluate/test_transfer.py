@@ -28,8 +28,8 @@ STEPS, BATCH = 10, 8
 def _overrides(tmp_path, suite: str) -> list[str]:
     return [f'data.root="{suite}"', f'lineage.root="{tmp_path}/runs"', "name=tr",
             f"train.steps={STEPS}", f"mixture.global_batch_size={BATCH}", "train.num_workers=1",
-            "train.eval_every=0", "train.log_every=5", "eval.max_examples_per_task=12",
-            "eval.max_new_tokens=16", "eval.use_ray=false"]
+            "train.eval_every=0", "train.log_every=5", "eval.max_examples_per_task=10",
+            "eval.max_new_tokens=10", "eval.use_ray=false"]
 
 
 @pytest.fixture(scope="module")

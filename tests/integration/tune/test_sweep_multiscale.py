@@ -7,9 +7,9 @@ MLflow run.
 
 medqa and pubmedqa are scored by their normalised validation loss: after two steps every
 mixture's accuracy on them sits at chance, and scores that tie leave no ranking for the
-Spearman to compare (the report would say so rather than print a rho). A global batch of 16
-lets stratified batches follow each mixture's shares (at 4, one slot per task, every mixture
-trains on the same batches).
+Spearman to compare (the report would say so rather than print a rho). Batches are drawn in
+`random` mode, so that even a small global batch follows each mixture's shares (stratified
+batches of 4 hold one slot per task: every mixture would train on the same batches).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ OVERRIDES = ['sweep.vision_scales=["debug"]', 'sweep.language_scales=["debug", "
              "sweep.eval_rows=8", "sweep.bootstrap=200", "sweep.confirm=true",
              'sweep.score_by={medqa="loss", pubmedqa="loss"}',
              "train.steps=2", "train.eval_every=0", "train.log_every=2", "train.checkpoint_every=2",
-             "train.warmup_steps=0", "train.eval_batches=1", "mixture.global_batch_size=16"]
+             "train.warmup_steps=0", "train.eval_batches=1", "mixture.global_batch_size=8",
+             'mixture.mode="random"', "stream.max_seq_len=192"]
 
 
 @pytest.fixture(scope="module")
