@@ -165,13 +165,13 @@ print("RESULT " + json.dumps({"checkpoint": result.checkpoint, "error": result.e
 # requests: three medqa and one pubmedqa answered 200, sent together so batches form, and one
 # request for a task that does not exist, answered 422.
 SERVE_DRIVER = """
-import json, sys
+import json, sys, time
 from concurrent.futures import ThreadPoolExecutor
 import httpx
 from tests.conftest import suite_config
 from medmix.serve import server
 from medmix.serve.models import resolve_models
-tmp, suite, checkpoint, port = sys.argv[1:5]
+tmp, suite, checkpoint, port, discovery = sys.argv[1:6]
 cfg = suite_config(tmp, suite, f"serve.port={port}", "serve.num_gpus=0", "serve.max_batch_size=4",
                    "serve.batch_wait_timeout_s=0.5", "serve.default_max_new_tokens=4")
 entries = resolve_models([checkpoint], cfg.lineage)
@@ -182,6 +182,21 @@ with httpx.Client(base_url=url, timeout=300, trust_env=False) as client:
     with ThreadPoolExecutor(len(bodies)) as pool:
         answers = list(pool.map(lambda b: client.post("/v1/predict", json=b), bodies))
     answers.append(client.post("/v1/predict", json={"task": "no-such-task", "inputs": {}}))
+# the replicas hand their metrics to the node's agent every second; wait until the node exports
+# the last of them (the batch sizes) before this driver exits and Serve goes with it — on a
+# loaded machine the agent can be a few seconds behind
+targets = [t for group in json.loads(open(discovery).read()) for t in group["targets"]]
+deadline = time.time() + 60
+while time.time() < deadline:
+    seen = ""
+    for t in targets:
+        try:
+            seen += httpx.get(f"http://{t}/metrics", timeout=5, trust_env=False).text
+        except httpx.HTTPError:
+            pass
+    if "medmix_serve_batch_size_count" in seen and "medmix_serve_requests_total" in seen:
+        break
+    time.sleep(1)
 print("RESULT " + json.dumps({"model": entries[0].id, "url": url,
                               "answers": [[b["task"], a.status_code] for b, a in
                                           zip(bodies + [{"task": "no-such-task"}], answers)]}))
@@ -195,7 +210,7 @@ def observed(ray_head, prometheus, tiny_suite, tmp_path_factory):
     train = run_driver(ray_head, TRAIN_DRIVER, str(tmp_path_factory.mktemp("train")), tiny_suite, *STEPS)
     assert train["error"] is None and train["checkpoint"], train
     serve = run_driver(ray_head, SERVE_DRIVER, str(tmp_path_factory.mktemp("serve")), tiny_suite,
-                       train["checkpoint"], str(free_port()))
+                       train["checkpoint"], str(free_port()), str(ray_head["discovery"]))
     assert serve["answers"] == [["medqa", 200]] * 3 + [["pubmedqa", 200], ["no-such-task", 422]], serve
     skip = expected_missing(train["use_gpu"])
     # Prometheus scrapes every second; let it catch the last values (then a few more scrapes,
