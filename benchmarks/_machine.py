@@ -1,4 +1,5 @@
-"""What every benchmark shares: the machine line and appending a section to RESULTS.md."""
+"""What every benchmark shares: the machine line, appending a section to RESULTS.md, and the
+bundled suite a benchmark reads when it is given no store."""
 
 from __future__ import annotations
 
@@ -38,3 +39,23 @@ def record(text: str) -> None:
     with open(RESULTS, "a") as f:
         f.write("\n" + text.strip("\n") + "\n")
     print(f"appended to {RESULTS}")
+
+
+def build_suite(root: Path) -> None:
+    """What `medmix synth` builds (the bundled suite), plus its tokenizer."""
+    from medmix.config import load_config
+    from medmix.data.synth.suite import build_bundled
+    from medmix.data.tokenizer import ensure_tokenizer
+    cfg = load_config("debug", [f'data.root="{root}"'])
+    build_bundled(cfg, progress=False)
+    ensure_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
+
+
+def bundled_store(given: str, work: Path) -> Path:
+    """The shard store a benchmark reads: `given` (--data), else the bundled suite under `work`,
+    built there on first use."""
+    data = Path(given) if given else work / "data"
+    if not (data / "manifest.json").is_file():
+        print(f"building the bundled suite in {data} ...", flush=True)
+        build_suite(data)
+    return data

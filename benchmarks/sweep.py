@@ -23,18 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import machine, record  # benchmarks/ is on sys.path when run as a script
+from _machine import bundled_store, machine, record  # benchmarks/ is on sys.path when run as a script
 
-
-
-def build_suite(root: Path) -> None:
-    """What `medmix synth` builds (the bundled suite), plus its tokenizer."""
-    from medmix.config import load_config
-    from medmix.data.synth.suite import build_bundled
-    from medmix.data.tokenizer import ensure_tokenizer
-    cfg = load_config("debug", [f'data.root="{root}"'])
-    build_bundled(cfg, progress=False)
-    ensure_tokenizer(cfg.tokenizer, cfg.data.root, cfg.model.decoder_path)
 
 
 def overlaps(a, b) -> bool:
@@ -61,10 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from medmix.tune.sweep import run_sweep
 
     work = Path(args.out or tempfile.mkdtemp(prefix="medmix-bench-sweep-"))
-    data = Path(args.data) if args.data else work / "data"
-    if not (data / "manifest.json").is_file():
-        print(f"building the bundled suite in {data} ...", flush=True)
-        build_suite(data)
+    data = bundled_store(args.data, work)
     common = [f'data.root="{data}"', f'train.storage_path="{work}/runs/checkpoints"', f'lineage.root="{work}/runs"',
               f"sweep.num_samples={args.trials}", f"train.steps={args.steps}", f"train.checkpoint_every={args.steps}",
               f"train.eval_every={args.eval_every}", f"train.log_every={args.eval_every}",

@@ -23,8 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import machine, record  # benchmarks/ is on sys.path when run as a script
-from sweep import build_suite
+from _machine import bundled_store, machine, record  # benchmarks/ is on sys.path when run as a script
 
 TASKS = "medqa,pubmedqa,cxr_classify,cxr_report"
 WITHIN = 0.05
@@ -56,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from medmix.evaluate.transfer import transfer_report
 
     work = Path(args.out or tempfile.mkdtemp(prefix="medmix-bench-transfer-"))
-    data = Path(args.data) if args.data else work / "data"
-    if not (data / "manifest.json").is_file():
-        print(f"building the bundled suite in {data} ...", flush=True)
-        build_suite(data)
+    data = bundled_store(args.data, work)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     cfg = load_config(args.preset, [f'data.root="{data}"', f'lineage.root="{work}/runs"', 'name="bench"',
                                     f"train.steps={args.steps}", f"mixture.global_batch_size={args.batch}",

@@ -10,10 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from tests.unit.tasks.test_task_files import ingest_fundus, registry  # noqa: F401 - registry: autouse fixture
+from tests.unit.train.test_trainer import torch_globals  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[3]
 OVERRIDES = ['mixture.tasks=["fundus_dr"]', "mixture.global_batch_size=4", "model.image_size=32",
@@ -60,7 +60,7 @@ print("RESULT " + json.dumps({"kind": spec.kind, "options": list(spec.options),
 """
 
 
-def test_an_export_carries_the_definition_to_a_process_that_loads_it(tmp_path, torch_threads):
+def test_an_export_carries_the_definition_to_a_process_that_loads_it(tmp_path, torch_globals):
     import shutil
 
     from medmix.train.export import export_checkpoint
@@ -88,10 +88,3 @@ def test_an_export_carries_the_definition_to_a_process_that_loads_it(tmp_path, t
     assert got["kind"] == "classify" and got["options"][2] == "moderate"
     assert "Grade the diabetic retinopathy" in got["prompt"] and "Age: 70." in got["prompt"]
 
-
-@pytest.fixture()
-def torch_threads():
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
