@@ -9,8 +9,8 @@
         checkpoint["data"] = stream.state_dict()     # the plan state at the next step to consume
 
 `RayStream` builds the rank's batches on Ray, off the training process. A background thread
-draws the next steps from the rank's own copy of the plan, `steps_per_block` at a time, and
-keeps its slice of each; every step's rows are read from the Parquet shards (grouped by
+draws the next steps from the rank's own copy of the plan and keeps its slice of each; every
+step's rows are read from the Parquet shards (grouped by
 shard, only the row groups needed), images decoded and padded/resized, prompts rendered and
 tokenized and the batch padded (`medmix.data.collate.build_batch`). Two engines
 (`stream.engine`):
@@ -19,8 +19,10 @@ tokenized and the batch padded (`medmix.data.collate.build_batch`). Two engines
   as the stream (one per rank per run), each holding the unpickled batch spec; every step is
   one method call, results are taken in step order, and a batch comes back as numpy arrays
   through the object store (Ray's out-of-band buffers: no pickled payload, no copy on the
-  way). A step costs a method call instead of a share of a Dataset's start-up.
-- `dataset`: Ray Data, one `from_items` Dataset per block with one item per step and
+  way). A step costs a method call instead of a share of a Dataset's start-up, and the calls
+  in flight (`concurrency + prefetch_batches`) are topped up one step at a time, so the actors
+  never idle at a block boundary.
+- `dataset`: Ray Data, one `from_items` Dataset per `steps_per_block` steps, one item per step,
   order-preserving `map_batches` tasks (the engine of earlier versions; kept to compare).
 
 Order is preserved and batches are prefetched (`stream.prefetch_batches`, the bound on what
@@ -61,6 +63,7 @@ import pickle
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import astuple
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -80,7 +83,7 @@ if TYPE_CHECKING:
     from medmix.config import MedmixConfig
 
 SKIP_LOG_LIMIT = 100  # skipped rows kept (with reasons) for stats(); the count is exact
-MAX_RAY_FAILURES = 3  # consecutive blocks Ray Data may fail on good data before the stream fails
+MAX_RAY_FAILURES = 3  # consecutive failures of Ray (calls, or blocks of the dataset engine) on good data before the stream fails
 IN_PROCESS = "in-process"  # stats()["built_on"] key of batches built in the consumer's process
 
 log = logging.getLogger(__name__)
@@ -309,12 +312,6 @@ class RayStream(_Stream):
         self._thread = threading.Thread(target=self._run, name=f"medmix-stream-r{self.rank}", daemon=True)
         self._thread.start()
 
-    def _dataset(self, block: list[tuple[int, list[ExampleRef], dict]]) -> Iterator[tuple[int, dict]]:
-        """The block's (step, batch) pairs in step order, built by the configured engine."""
-        if getattr(self.cfg, "engine", "actors") == "dataset":
-            return self._dataset_block(block)
-        return self._actor_block(block)
-
     def _pool(self) -> list:
         """The stream's preprocessing actors, started on first use (and again after one died)."""
         if self._actors is None:
@@ -328,26 +325,11 @@ class RayStream(_Stream):
             self._actors = [builder.remote(self._spec_kw["spec_blob"]) for _ in range(self.cfg.concurrency)]
         return self._actors
 
-    def _actor_block(self, block: list[tuple[int, list[ExampleRef], dict]]) -> Iterator[tuple[int, dict]]:
+    @staticmethod
+    def _fetch(call) -> dict[str, Any]:
+        """An actor call's batch, in this process."""
         import ray
-        from ray.exceptions import RayActorError
-        actors = self._pool()
-        depth = len(actors) + max(1, self.cfg.prefetch_batches)   # calls in flight, at most
-        pending: list = []
-        submitted = 0
-        try:
-            for i in range(len(block)):
-                while submitted < len(block) and submitted < i + depth:
-                    step, refs, _ = block[submitted]
-                    actor = actors[submitted % len(actors)]
-                    pending.append(actor.build.remote(step, [astuple(r) for r in refs]))
-                    submitted += 1
-                batch = _writable(ray.get(pending[i]))
-                pending[i] = None   # the object store may free it
-                yield block[i][0], batch
-        except RayActorError:
-            self._kill_pool()   # a node or process died: a fresh pool serves the next block
-            raise
+        return _writable(ray.get(call))
 
     def _kill_pool(self) -> None:
         actors, self._actors = self._actors, None
@@ -391,6 +373,70 @@ class RayStream(_Stream):
         return False
 
     def _run(self) -> None:
+        if getattr(self.cfg, "engine", "actors") == "dataset":
+            self._run_blocks()
+        else:
+            self._run_actors()
+
+    def _run_actors(self) -> None:
+        """The `actors` engine: one pipeline for the whole run. Up to `concurrency +
+        prefetch_batches` steps are in flight, handed to the actors in turn; a step's batch is
+        taken in step order, and each one taken lets the next step be drawn and sent — the
+        actors never wait for a block boundary."""
+        import ray
+        from ray.exceptions import RayActorError
+        inflight: deque = deque()   # (step, refs, plan state after it, object ref), in step order
+        failures = 0   # consecutive failed calls while the data itself was fine
+        calls = 0
+        exhausted = False
+        try:
+            while not self._stop.is_set():
+                actors = self._pool()
+                depth = len(actors) + max(1, self.cfg.prefetch_batches)
+                while not exhausted and len(inflight) < depth:
+                    drawn = self._draw()
+                    if drawn is None:
+                        exhausted = True
+                        break
+                    step, refs, state = drawn
+                    call = actors[calls % len(actors)].build.remote(step, [astuple(r) for r in refs])
+                    calls += 1
+                    inflight.append((step, refs, state, call))
+                if not inflight:
+                    break
+                step, refs, state, call = inflight[0]
+                try:
+                    batch = self._fetch(call)
+                except Exception as exc:  # noqa: BLE001 - redone below, in order, to fail at the exact step
+                    # A failed call: build this step and every one in flight here, in order. A bad
+                    # row then raises its own clean error (not wrapped by Ray) at its exact step; a
+                    # dead actor or node just heals (a fresh pool serves the steps after).
+                    if isinstance(exc, RayActorError):
+                        self._kill_pool()
+                    first, redone = step, len(inflight)
+                    for step, refs, state, _ in list(inflight):
+                        inflight.popleft()
+                        if not self._put((step, build_batch(self.spec, refs, step), state)):
+                            return
+                    # the data was fine, so Ray failed: tolerate a few, never fall back silently
+                    failures += 1
+                    self.ray_failures += 1
+                    first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+                    log.warning("stream rank %d: Ray failed on step %d (%s); built it and the steps in flight "
+                                "in-process (%d in all)", self.rank, first, first_line, redone)
+                    if failures >= MAX_RAY_FAILURES:
+                        raise
+                    continue
+                inflight.popleft()
+                failures = 0
+                if not self._put((step, batch, state)):
+                    return
+            self._put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            self._put(exc)
+
+    def _run_blocks(self) -> None:
+        """The `dataset` engine: `steps_per_block` steps at a time, one Ray Dataset each."""
         failures = 0  # consecutive blocks Ray Data failed on while the data itself was fine
         try:
             while not self._stop.is_set():
@@ -405,7 +451,7 @@ class RayStream(_Stream):
                 states = {s: st for s, _, st in block}
                 done = 0
                 try:
-                    for step, batch in self._dataset(block):
+                    for step, batch in self._dataset_block(block):
                         if not self._put((step, batch, states[step])):
                             return
                         done += 1

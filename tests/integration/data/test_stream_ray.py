@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -208,15 +209,35 @@ def test_skip_mode_counts_replaces_and_reports(ray_local, data, tmp_path):
 
 
 def test_ray_failures_on_good_data_heal_but_never_silently(ray_local, data, monkeypatch):
+    """Actors engine: a failed call's step and every step in flight (concurrency 2 +
+    prefetch 2 = 4) are built in-process, in order; three failures in a row fail the stream."""
     store, tok, ids = data
+
+    def broken(call):
+        raise RuntimeError("object store lost")
+    monkeypatch.setattr(RayStream, "_fetch", staticmethod(broken))
+    stream = build_stream(new_plan(store), store.root, tok, IMAGE_SIZE, IMAGE_TOKENS, CFG, end_step=8)
+    assert [b["example_ids"] for b in stream] == plan_ids(store, ids, 8)  # 2 x 4 in flight, built in-process
+    assert stream.stats()["ray_failures"] == 2
+    stream = build_stream(new_plan(store), store.root, tok, IMAGE_SIZE, IMAGE_TOKENS, CFG, end_step=20)
+    got = []
+    with pytest.raises(RuntimeError, match="object store lost"):
+        for b in stream:
+            got.append(b["example_ids"])
+    assert got == plan_ids(store, ids, 12)  # three failures in a row: the stream fails
+
+
+def test_dataset_engine_failures_heal_but_never_silently(ray_local, data, monkeypatch):
+    store, tok, ids = data
+    cfg = dataclasses.replace(CFG, engine="dataset")
 
     def broken(self, block):
         raise RuntimeError("object store lost")
-    monkeypatch.setattr(RayStream, "_dataset", broken)
-    stream = build_stream(new_plan(store), store.root, tok, IMAGE_SIZE, IMAGE_TOKENS, CFG, end_step=8)
+    monkeypatch.setattr(RayStream, "_dataset_block", broken)
+    stream = build_stream(new_plan(store), store.root, tok, IMAGE_SIZE, IMAGE_TOKENS, cfg, end_step=8)
     assert [b["example_ids"] for b in stream] == plan_ids(store, ids, 8)  # 2 blocks, built in-process
     assert stream.stats()["ray_failures"] == 2
-    stream = build_stream(new_plan(store), store.root, tok, IMAGE_SIZE, IMAGE_TOKENS, CFG, end_step=20)
+    stream = build_stream(new_plan(store), store.root, tok, IMAGE_SIZE, IMAGE_TOKENS, cfg, end_step=20)
     got = []
     with pytest.raises(RuntimeError, match="object store lost"):
         for b in stream:
