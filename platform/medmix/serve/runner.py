@@ -4,8 +4,11 @@
     results = runner.run([item, item2, ...])      # ModelInputs from medmix.serve.inputs
     results[0]["tokens"], results[0]["finish_reason"], results[0]["option_logprobs"]
 
-This is what a Serve model replica calls on each `@serve.batch`; it imports no Ray, so it is
-tested (and benchmarked) on its own. Batching rules:
+This is what a Serve model replica calls on each `@serve.batch` (`serve.batching = "static"`);
+with continuous batching (the default) the replica hands requests to `Scheduler.of(runner)`
+(`medmix.serve.scheduler`), which decodes them as one batch that requests join and leave
+between steps. Neither imports Ray, so both are tested (and benchmarked) on their own. Static
+batching rules:
 
 - Greedy requests batch together; sampled requests batch with others of the same temperature,
   top_p and `ignore_eos`; a *seeded* sampled request runs alone, so its answer is the same
@@ -75,6 +78,8 @@ class ModelRunner:
         self.max_pad_fraction = max_pad_fraction
         self.score_batch_size = score_batch_size
         self.stats = {"batches": 0, "requests": 0, "buckets": 0, "retries": 0}
+        self.scheduler: Any = None
+        """this model's continuous-batching scheduler, or why it has none (`Scheduler.of` keeps it here)"""
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", dtype: str = "auto", **kwargs) -> "ModelRunner":
