@@ -10,7 +10,9 @@ one Dataset per block):
    decode + pad/resize + normalise images, render + tokenize), one core;
 2. throughput: the full pipeline with one preprocessing worker per core (`num_cpus_per_task=1`,
    `concurrency=cores`) consumed as fast as possible -> samples/s, samples/s per core, and that
-   per-core rate against in-process (the first block, which pays for start-up, is not counted);
+   per-core rate against in-process (the first block, which pays for start-up, is not counted),
+   and (actors) where the pipeline's core-seconds go: building in the workers, taking batches
+   into the consumer, and the rest (Ray's calls, idle workers, the consumer's own share);
 3. scaling (actors): the same with 1, 2 and 4 workers (logical CPUs);
 4. data-wait: the default StreamConfig (0.25 CPU x 2 workers per rank) feeding a loop that
    "trains" for --step-time seconds per step (a sleep) -> the fraction of the loop's wall time
@@ -113,19 +115,27 @@ def run_stream(store, tok, args, cfg, steps: int, step_time: float = 0.0, skip_f
     plan = build_plan(store, args.batch)
     stream = build_stream(plan, store.root, tok, args.image_size, args.num_image_tokens, cfg,
                           end_step=steps + skip_first, use_ray=use_ray)
-    samples, waited, t_start = 0, 0.0, None
+    samples, waited, t_start, at_start = 0, 0.0, None, {}
     for i, batch in enumerate(stream):
         if i == skip_first:
             t_start = time.perf_counter()
+            at_start = stream.stats()
         if i >= skip_first:
             samples += len(batch["example_ids"])
             waited += batch.meta["data_wait_s"] if i > skip_first else 0.0
         if step_time:
             time.sleep(step_time)
     wall = time.perf_counter() - t_start
+    at_end = stream.stats()
     stream.close()
+    batches = at_end["batches"] - at_start.get("batches", 0)
+    # where the time went (actors engine): building in the workers, and taking the batches into
+    # this process (ray.get of the numpy buffers + the copy torch may write into)
+    build_s = at_end.get("build_s", 0.0) - at_start.get("build_s", 0.0)
+    fetch_s = at_end.get("fetch_s", 0.0) - at_start.get("fetch_s", 0.0)
     return {"samples": samples, "wall_s": wall, "samples_per_s": samples / wall, "wait_s": waited,
-            "wait_fraction": waited / wall}
+            "wait_fraction": waited / wall, "batches": batches, "build_ms_per_batch": 1e3 * build_s / max(batches, 1),
+            "fetch_ms_per_batch": 1e3 * fetch_s / max(batches, 1), "build_s": build_s, "fetch_s": fetch_s}
 
 
 def main(argv=None) -> dict:
@@ -167,6 +177,10 @@ def main(argv=None) -> dict:
         per_core = thr["samples_per_s"] / args.cpus
         print(f"[{engine}] throughput: {thr['samples_per_s']:.1f} samples/s on {args.cpus} cores = {per_core:.1f} "
               f"per core ({per_core / one_core:.2f}x in-process)", flush=True)
+        if thr["build_s"]:
+            profile = where_the_time_goes(thr, args.cpus, one_core, args.batch)
+            thr["profile"] = profile
+            print(f"[{engine}] profile: {profile}", flush=True)
         default = StreamConfig(max_seq_len=args.max_seq_len, steps_per_block=args.steps_per_block, engine=engine)
         wait = run_stream(store, tok, args, default, args.wait_steps, step_time=args.step_time,
                           skip_first=args.steps_per_block)
@@ -193,6 +207,19 @@ def main(argv=None) -> dict:
     if not args.no_write:
         write_results(args, store, rows, result)
     return result
+
+
+def where_the_time_goes(thr: dict, cpus: int, one_core: float, batch: int) -> str:
+    """The pipeline's core-seconds (cores x wall) split into building batches in the workers,
+    the consumer taking them in, and the rest (Ray's calls and scheduling, idle workers, and the
+    consumer process's own share of the same cores)."""
+    core_s = cpus * thr["wall_s"]
+    build, fetch = thr["build_s"], thr["fetch_s"]
+    in_process_ms = 1e3 * batch / one_core
+    return (f"of {core_s:.1f} core-s: building {100 * build / core_s:.0f}% "
+            f"({thr['build_ms_per_batch']:.0f} ms/batch in a worker vs {in_process_ms:.0f} ms in-process), "
+            f"taking batches in {100 * fetch / core_s:.0f}% ({thr['fetch_ms_per_batch']:.1f} ms/batch), "
+            f"other (Ray calls, idle, the consumer) {100 * max(core_s - build - fetch, 0) / core_s:.0f}%")
 
 
 def train_wait(engine: str, steps: int) -> dict:
@@ -252,6 +279,8 @@ def write_results(args, store, rows: int, r: dict) -> None:
                  f"{100 * wait['wait_fraction']:.1f}% of the loop ({wait['samples_per_s']:.1f} samples/s) |\n"
                  f"| [{engine}] cores for 2x one H100 at `base` (2 x {H100_BASE_SAMPLES_S:.0f} samples/s) | "
                  f"{e['cores_for_2x_h100_base']:.1f} |\n")
+        if thr.get("profile"):
+            text += f"| [{engine}] where the pipeline's time goes | {thr['profile']} |\n"
     if r["scaling"]:
         text += "| [actors] scaling, samples/s by workers | " + ", ".join(
             f"{n}: {v:.1f}" for n, v in r["scaling"].items()) + " |\n"

@@ -149,6 +149,8 @@ class _Stream:
         self._skipped = 0
         self._skip_log: list[dict] = []
         self._built_on: dict[str, int] = {}
+        self._build_s = 0.0   # time the batches handed out took to build where they were built (actors)
+        self._fetch_s = 0.0   # time the producer spent taking them into this process (actors)
 
     def _draw(self) -> tuple[int, list[ExampleRef], dict] | None:
         """Next step's slice and the plan state after it; None past end_step."""
@@ -182,6 +184,7 @@ class _Stream:
             room = SKIP_LOG_LIMIT - len(self._skip_log)
             self._skip_log.extend({**s, "step": step} for s in skipped[:max(room, 0)])
         batch["meta"]["data_wait_s"] = self._last_wait_s
+        self._build_s += batch["meta"].pop("build_s", 0.0)
         node = batch["meta"].pop("built_on", IN_PROCESS)
         self._built_on[node] = self._built_on.get(node, 0) + 1
         return to_torch(batch)
@@ -216,7 +219,8 @@ class _Stream:
             "data_wait_s": self._wait_s, "last_data_wait_s": self._last_wait_s,
             "data_wait_fraction": self._wait_s / elapsed if elapsed > 0 else 0.0,
             "skipped": self._skipped, "skipped_rows": list(self._skip_log),
-            "ray_failures": getattr(self, "ray_failures", 0), "built_on": dict(self._built_on)})
+            "ray_failures": getattr(self, "ray_failures", 0), "built_on": dict(self._built_on),
+            "build_s": self._build_s, "fetch_s": self._fetch_s})
         return out
 
 
@@ -265,8 +269,10 @@ class _Builder:
         self.node = ray.get_runtime_context().get_node_id()
 
     def build(self, step: int, refs: list[tuple]) -> dict[str, Any]:
+        t0 = time.perf_counter()
         out = build_batch(self.spec, [ExampleRef(*r) for r in refs], step)
         out["meta"]["built_on"] = self.node
+        out["meta"]["build_s"] = time.perf_counter() - t0
         return out   # numpy arrays travel as out-of-band buffers through the object store
 
 
@@ -406,7 +412,9 @@ class RayStream(_Stream):
                     break
                 step, refs, state, call = inflight[0]
                 try:
+                    t0 = time.perf_counter()
                     batch = self._fetch(call)
+                    self._fetch_s += time.perf_counter() - t0
                 except Exception as exc:  # noqa: BLE001 - redone below, in order, to fail at the exact step
                     # A failed call: build this step and every one in flight here, in order. A bad
                     # row then raises its own clean error (not wrapped by Ray) at its exact step; a
