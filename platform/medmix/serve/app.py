@@ -15,11 +15,19 @@ Two deployments. `MedmixIngress` (FastAPI, CPU) authenticates, enforces the limi
 images and tokenizes with each served model's own tokenizer (`medmix.serve.inputs`, the
 training code path); only a request that passed every check reaches the model. `MedmixModel`
 holds up to `serve.max_models_per_replica` versions per replica (`@serve.multiplexed`; the
-`X-Medmix-Model` header, `serve_multiplexed_model_id` header or `model` field picks one) and
-answers through `@serve.batch` (`medmix.serve.runner`: length buckets, one forward pass per
-bucket), its `max_ongoing_requests` set so that batches can fill. A batch runs on the
-replica's event loop by default: requests arriving meanwhile queue in Ray and join the next
-batch together (`serve.compute_in_thread` trades that for health checks answered mid-batch).
+`X-Medmix-Model` header, `serve_multiplexed_model_id` header or `model` field picks one), its
+`max_ongoing_requests` set so that batches can fill. How it batches is `serve.batching`:
+
+- "continuous" (default): each version has one decode batch (`medmix.serve.scheduler`) that a
+  request joins at the next decode step and leaves as soon as it is done, so a short request
+  is not held up by a long one; streams ride the same batch. The steps run on the replica's
+  event loop, which they yield between steps: requests are admitted, health checks and streams
+  answered mid-decode (`serve.compute_in_thread` runs each step in a worker thread instead).
+- "static": `@serve.batch` (`medmix.serve.runner`: length buckets, one forward pass per
+  bucket); a batch decodes until its longest request is done. It runs on the event loop by
+  default: requests arriving meanwhile queue in Ray and join the next batch together
+  (`serve.compute_in_thread` trades that for health checks answered mid-batch). Streams decode
+  one request each, beside the batches.
 """
 
 from __future__ import annotations
@@ -96,6 +104,7 @@ class MedmixModel:
 
         # built here (not as a class decorator) so the LRU size comes from the config
         self.get_model = serve.multiplexed(max_num_models_per_replica=self.cfg.max_models_per_replica)(load_model)
+        self.static_only: set[str] = set()  # versions continuous batching cannot serve
         self.predict_batch.set_max_batch_size(self.cfg.max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
 
@@ -115,6 +124,7 @@ class MedmixModel:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
     async def predict_batch(self, items: list) -> list[dict]:
+        """Static batching: the batch `@serve.batch` gathered, decoded until its longest request is done."""
         record_batch(len(items), serve.get_multiplexed_model_id())
         # Serve splits batches by multiplexed model id, so one batch is one model
         runner = await self.get_model(serve.get_multiplexed_model_id())
@@ -125,14 +135,45 @@ class MedmixModel:
         # the GIL and only ~4 requests got in per batch at concurrency 32 (benchmarks/serve.py).
         return runner.run(items)
 
+    def _scheduler(self, runner: ModelRunner, model_id: str):
+        """The version's continuous-batching scheduler; None under static batching, or for a model
+        whose KV cache cannot merge rows (served with static batches, said once in the log)."""
+        from medmix.serve.scheduler import ContinuousBatchingUnsupported, Scheduler  # torch: replicas only
+        if self.cfg.batching != "continuous":
+            return None
+        try:
+            return Scheduler.of(runner, self.cfg.max_batch_size, in_thread=self.cfg.compute_in_thread,
+                                on_step=lambda size: record_batch(size, model_id))
+        except ContinuousBatchingUnsupported as exc:
+            if model_id not in self.static_only:
+                self.static_only.add(model_id)
+                log.warning("%s: %s; serving it with static batches", model_id, exc)
+            return None
+
     async def predict(self, item) -> dict:
+        if self.cfg.batching == "continuous":
+            model_id = serve.get_multiplexed_model_id()
+            scheduler = self._scheduler(await self.get_model(model_id), model_id)
+            if scheduler is not None:
+                return await scheduler.submit(item)
         return await self.predict_batch(item)
 
     async def stream(self, item):
         """One request, token by token (`stream: true` chat completions): yields token ids, then
-        {"finish_reason": ...}. It runs beside the batches, a decode step at a time, yielding the
+        {"finish_reason": ...}. Under continuous batching it is a row of the decode batch like
+        any request; otherwise it runs beside the batches, a decode step at a time, yielding the
         event loop between steps so that batches and other streams go on meanwhile."""
-        runner = await self.get_model(serve.get_multiplexed_model_id())
+        model_id = serve.get_multiplexed_model_id()
+        runner = await self.get_model(model_id)
+        scheduler = self._scheduler(runner, model_id)
+        if scheduler is not None:
+            rows = scheduler.stream(item)
+            try:
+                async for step in rows:
+                    yield step
+            finally:
+                await rows.aclose()  # a client that left: its row leaves the batch at the next step
+            return
         steps = runner.stream(item)
         while True:
             try:
@@ -379,8 +420,8 @@ class MedmixIngress:
 def deployment_options(cfg: ServeConfig, num_gpus: float | None = None) -> dict[str, dict[str, Any]]:
     """Per-deployment Serve options (what `.options()` gets and what the YAML lists)."""
     model: dict[str, Any] = {"max_ongoing_requests": cfg.ongoing_requests,
-                             # a batch runs on the replica's event loop: give long ones room
-                             # before Serve calls the replica unhealthy
+                             # a static batch runs on the replica's event loop: give long ones
+                             # room before Serve calls the replica unhealthy
                              "health_check_timeout_s": cfg.health_check_timeout_s,
                              "ray_actor_options": {"num_cpus": cfg.num_cpus}}
     if num_gpus:

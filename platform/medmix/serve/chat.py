@@ -32,7 +32,8 @@ not supported; `image_url` must be a data: URI. `temperature` defaults to 0 (gre
 a medical model's answer should not change between two identical requests unless asked to.
 `logprobs` are the model's own distribution (temperature 1), computed in one forward pass
 after generation. `stream` sends `chat.completion.chunk` events as the model decodes each
-token (the request is generated on its own, beside the batches), then `data: [DONE]`; with
+token (a row of the replica's continuous batch; under static batching, on its own beside the
+batches), then `data: [DONE]`; with
 `logprobs`, the answer is generated whole first and then sent token by token.
 
 Errors are OpenAI's error object, `{"error": {"message", "type", "param", "code"}}`.

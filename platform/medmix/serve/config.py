@@ -3,10 +3,13 @@
     medmix serve --model medmix@champion --set serve.max_batch_size=32 --set serve.num_gpus=1
     medmix serve --model medmix/3 --emit-config serve.yaml      # for `serve deploy serve.yaml`
 
-Batching: the model deployment gathers requests for up to `batch_wait_timeout_s` or until
-`max_batch_size` are waiting (`@serve.batch`). A replica only ever holds
-`max_ongoing_requests` requests, and Ray Serve's default (5) caps every batch at 5; `0` here
-means 2 x max_batch_size, so one batch runs while the next one fills.
+Batching (`batching`): "continuous" (the default) keeps one decode batch per model in the
+replica that requests join between decode steps and leave as soon as they are done
+(`medmix.serve.scheduler`), at most `max_batch_size` rows, the rest waiting their turn;
+"static" gathers requests for up to `batch_wait_timeout_s` or until `max_batch_size` are
+waiting (`@serve.batch`) and decodes each batch until its longest request is done. A replica
+only ever holds `max_ongoing_requests` requests, and Ray Serve's default (5) caps every batch
+at 5; `0` here means 2 x max_batch_size, so a full batch runs while as many more wait.
 
 Limits are checked in the ingress, before anything reaches the model: a request over any of
 them gets a 4xx JSON error naming the limit and the `--set serve.<key>=...` that raises it.
@@ -17,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from medmix.options import ConfigError, option
+
+BATCHING = ("continuous", "static")
 
 
 @dataclass
@@ -30,12 +35,18 @@ class ServeConfig:
     access_log: bool = option(True, "log every request in the replicas' logs (off saves CPU at high request rates)")
 
     # -- batching -------------------------------------------------------------------------
-    max_batch_size: int = option(16, "most requests one model forward pass serves (@serve.batch)", ge=1, le=1024)
-    batch_wait_timeout_s: float = option(0.02, "longest a request waits for its batch to fill, seconds", ge=0)
+    batching: str = option("continuous", "how the model replica batches: continuous (requests join the running "
+                           "decode batch between steps and leave when done) or static (@serve.batch: a batch "
+                           "decodes until its longest request is done)", choices=BATCHING)
+    max_batch_size: int = option(16, "most requests one model forward pass serves (continuous: rows of the "
+                                 "decode batch; static: @serve.batch's batch)", ge=1, le=1024)
+    batch_wait_timeout_s: float = option(0.02, "static batching: longest a request waits for its batch to fill, "
+                                         "seconds", ge=0)
     max_ongoing_requests: int = option(0, "requests a model replica holds at once; 0 = 2 x max_batch_size", ge=0)
-    compute_in_thread: bool = option(False, "run batches in a worker thread (the replica answers health checks "
-                                     "during very long batches) instead of on its event loop (fills batches "
-                                     "better: requests that arrive during a batch join the next one together)")
+    compute_in_thread: bool = option(False, "run batches (continuous: decode steps) in a worker thread, leaving "
+                                     "the replica's event loop free meanwhile, instead of on the event loop (static "
+                                     "batches fill better there: requests that arrive during a batch join the next "
+                                     "one together; continuous steps yield the loop between steps either way)")
     health_check_timeout_s: float = option(120.0, "seconds a model replica may take to answer a health check "
                                            "(a batch in progress delays it) before Serve restarts it", gt=0)
     max_pad_fraction: float = option(0.5, "split a batch into length buckets when padding would exceed this "

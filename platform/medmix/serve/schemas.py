@@ -29,8 +29,8 @@ class GenerationOptions(BaseModel):
                                        "serve.max_new_tokens)")
     temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy; > 0 samples")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="sampling seed (a seeded request is "
-                             "generated on its own, so its answer does not depend on its batch)")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="sampling seed (a seeded request draws "
+                             "from its own generator, so its answer does not depend on its batch)")
     exemplar: bool | None = Field(None, description="render the task's one-shot exemplar (default: as the "
                                   "model was trained)")
     ignore_eos: bool = Field(False, description="keep generating past the end-of-text token (benchmarks)")

@@ -21,6 +21,10 @@ def test_serve_config_validates_and_derives_batching():
     with pytest.raises(ConfigError, match="serve.port"):
         load_config("debug", ["serve.port=70000"])
     assert ServeConfig().num_gpus == -1
+    assert ServeConfig().batching == "continuous"
+    assert load_config("debug", ['serve.batching="static"']).serve.batching == "static"
+    with pytest.raises(ConfigError, match="serve.batching = 'dynamic' is not one of continuous, static"):
+        load_config("debug", ['serve.batching="dynamic"'])
 
 
 def test_emitted_config_is_a_valid_serve_deploy_file(tmp_path, monkeypatch):
