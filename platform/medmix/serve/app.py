@@ -142,8 +142,8 @@ class MedmixModel:
         if self.cfg.batching != "continuous":
             return None
         try:
-            return Scheduler.of(runner, self.cfg.max_batch_size, in_thread=self.cfg.compute_in_thread,
-                                on_step=lambda size: record_batch(size, model_id))
+            return Scheduler.of(runner, self.cfg.max_batch_size, admit_every=self.cfg.admit_every,
+                                in_thread=self.cfg.compute_in_thread, on_step=lambda size: record_batch(size, model_id))
         except ContinuousBatchingUnsupported as exc:
             if model_id not in self.static_only:
                 self.static_only.add(model_id)

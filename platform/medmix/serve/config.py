@@ -42,6 +42,9 @@ class ServeConfig:
                                  "decode batch; static: @serve.batch's batch)", ge=1, le=1024)
     batch_wait_timeout_s: float = option(0.02, "static batching: longest a request waits for its batch to fill, "
                                          "seconds", ge=0)
+    admit_every: int = option(1, "continuous batching: while rows are decoding, admit waiting requests every this "
+                              "many decode steps (1 = every step; more prefills newcomers together, one forward for "
+                              "several, at up to that many steps' wait)", ge=1, le=64)
     max_ongoing_requests: int = option(0, "requests a model replica holds at once; 0 = 2 x max_batch_size", ge=0)
     compute_in_thread: bool = option(False, "run batches (continuous: decode steps) in a worker thread, leaving "
                                      "the replica's event loop free meanwhile, instead of on the event loop (static "

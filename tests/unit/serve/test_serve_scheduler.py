@@ -134,6 +134,18 @@ def test_finished_rows_leave_at_once_and_waiting_requests_take_them(model, runne
     assert b.result["batch_size"] == 2 and s.cache is None
 
 
+def test_admit_every_prefills_newcomers_together(model, runner):
+    """With admit_every = 3 a running batch admits at most every third step: requests that arrive
+    one a step are prefilled together, and answers stay those of `generate` alone."""
+    items = [item([5 + i, 6, 7], images=1, img_seed=i, ignore_eos=True, max_new_tokens=12) for i in range(6)]
+    s = Scheduler(runner, max_sequences=8, admit_every=3)
+    seqs = drive(s, {k: [items[k]] for k in range(6)})
+    assert s.stats["prefills"] == 3  # step 0 (idle: at once), then steps 3 and 6 (one bucket each: same lengths)
+    assert [seq.result["tokens"] for seq in seqs] == [alone(model, it) for it in items]
+    with pytest.raises(ValueError, match="admit_every = 0"):
+        Scheduler(runner, admit_every=0)
+
+
 def test_a_failing_request_fails_alone_and_the_loop_goes_on(model, runner):
     good = [item([5, 6], images=1, img_seed=1, max_new_tokens=8), item([7, 8, 9], max_new_tokens=5)]
     bad = item([5, 6], images=1, img_seed=2)
