@@ -405,8 +405,9 @@ class Scheduler:
 
     # -- the asyncio side ------------------------------------------------------------------
     def _start(self) -> None:
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._loop())
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = loop.create_task(self._loop())
 
     async def _loop(self) -> None:
         """Step while there is work, yielding the event loop between steps (admissions, health
