@@ -51,9 +51,13 @@ def test_registry_references_resolve_and_the_champion_answers(ray_local, tiny_su
     follow_the_champion(cfg, versions)
 
 
+REQUESTS = 500   # one generated token each: the requests are many, not long
+
+
 def follow_the_champion(cfg, versions: list[str]) -> None:
-    """Serving `medmix@champion`, the champion moves while requests run: they all succeed, and the
-    answers switch to the new version within the polling interval, without a redeploy."""
+    """Serving `medmix@champion`, the champion moves while 500 requests run at concurrency 16: they
+    all succeed, and the answers switch to the new version within the polling interval, without a
+    redeploy."""
     import asyncio
     import dataclasses
 
@@ -83,9 +87,9 @@ def follow_the_champion(cfg, versions: list[str]) -> None:
     try:
         moved_at: list[float] = []
         t0 = time.monotonic()
-        results = asyncio.run(load(160, 16))
+        results = asyncio.run(load(REQUESTS, 16))
         codes = [code for _, code, _ in results]
-        assert codes.count(200) == len(codes), sorted(set(codes))
+        assert len(codes) == REQUESTS and codes.count(200) == len(codes), sorted(set(codes))
         ids = [model for _, _, model in results]
         assert ids[0] == old and ids[-1] == new, (ids[:3], ids[-3:])
         first_new = min(t for t, _, model in results if model == new)
