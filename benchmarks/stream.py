@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-image-tokens", type=int, default=16, help="decoder positions per image")
     p.add_argument("--max-seq-len", type=int, default=1024, help="tokens per example")
     p.add_argument("--batch", type=int, default=32, help="global batch size (one rank)")
-    p.add_argument("--steps", type=int, default=48, help="steps measured per pipeline run")
+    p.add_argument("--steps", type=int, default=160, help="steps measured per pipeline run")
     p.add_argument("--steps-per-block", type=int, default=16, help="plan steps per Ray Dataset")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="cores for the throughput run")
     p.add_argument("--step-time", type=float, default=0.25, help="simulated training step, s (data-wait run)")

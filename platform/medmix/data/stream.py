@@ -150,7 +150,7 @@ class _Stream:
         self._skip_log: list[dict] = []
         self._built_on: dict[str, int] = {}
         self._build_s = 0.0   # time the batches handed out took to build where they were built (actors)
-        self._fetch_s = 0.0   # time the producer spent taking them into this process (actors)
+        self._fetch_s = 0.0   # time the producer spent taking built batches into this process (actors)
 
     def _draw(self) -> tuple[int, list[ExampleRef], dict] | None:
         """Next step's slice and the plan state after it; None past end_step."""
@@ -412,6 +412,7 @@ class RayStream(_Stream):
                     break
                 step, refs, state, call = inflight[0]
                 try:
+                    ray.wait([call], fetch_local=False)   # built: what follows is only the taking in
                     t0 = time.perf_counter()
                     batch = self._fetch(call)
                     self._fetch_s += time.perf_counter() - t0
