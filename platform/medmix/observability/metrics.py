@@ -98,7 +98,7 @@ SERVE_METRICS = (
                ("endpoint", "task", "status", "model_version")),
     MetricSpec("medmix_serve_request_latency_seconds", "histogram", "request latency, seconds",
                ("endpoint", "task", "model_version"), LATENCY_BUCKETS),
-    MetricSpec("medmix_serve_batch_size", "histogram", "requests in each batch the model ran",
+    MetricSpec("medmix_serve_batch_size", "histogram", "requests in each batch the model ran (continuous batching: rows of each decode step)",
                ("model_version",), BATCH_BUCKETS),
     MetricSpec("medmix_serve_model_version", "gauge",
                "1 for each model version this replica serves, 0 for versions it served before",
@@ -250,7 +250,8 @@ def record_request(endpoint: str, task: str | None, status: int | str, latency_s
 
 
 def record_batch(size: int, model_version: str | int | None = None) -> None:
-    """Observe the number of requests in one batch the model ran (model_version as above)."""
+    """Observe the number of requests in one batch the model ran (model_version as above): a static
+    batch once, a continuous batch at every decode step (the rows it decoded)."""
     _metric("medmix_serve_batch_size").observe(float(size), tags={"model_version": _version_tag(model_version)})
 
 
