@@ -5,7 +5,6 @@ request fails alone."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 import numpy as np
 import pytest
@@ -15,32 +14,13 @@ from medmix.model import generate
 from medmix.serve.inputs import ModelInputs
 from medmix.serve.runner import ModelRunner
 from medmix.serve.scheduler import ContinuousBatchingUnsupported, Scheduler
-
-VOCAB, IMG, PAD, BOS, EOS = 64, 63, 0, 1, 2
-T = 4  # image tokens per image
-
-
-@pytest.fixture(scope="module")
-def model():
-    from medmix.config import load_config
-    from medmix.model import build_model
-    cfg = dataclasses.replace(load_config("debug").model, image_size=32, num_image_tokens=T)
-    torch.manual_seed(0)
-    return build_model(cfg, vocab_size=VOCAB, image_token_id=IMG, pad_token_id=PAD).eval()
+# the runner tests' tiny debug model, token ids and request builder: the two must agree on them
+from tests.unit.serve.test_serve_runner import BOS, EOS, IMG, PAD, VOCAB, item, model  # noqa: F401
 
 
 @pytest.fixture
 def runner(model):
     return ModelRunner(model, "cpu", eos_id=EOS, pad_id=PAD)
-
-
-def pixels(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, 3, 32, 32)).astype(np.float32)
-
-
-def item(prompt, images=0, img_seed=0, **kw) -> ModelInputs:
-    return ModelInputs(task="t", prompt_ids=[BOS] + [IMG] * (T * images) + list(prompt),
-                       pixel_values=pixels(images, img_seed), **({"max_new_tokens": 6} | kw))
 
 
 def alone(model, it: ModelInputs) -> list[int]:
